@@ -1,0 +1,130 @@
+"""Stage 2: train a knowledge-graph embedding (PyKEEN) on the extracted triples.
+
+The output is plain data a downstream linker can read without PyKEEN: one
+embedding row per entity (safetensors), the entity -> row index (parquet) and
+the link-prediction metrics (json).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from pykeen.pipeline import pipeline
+from pykeen.triples import TriplesFactory
+from safetensors.torch import save_file
+
+from kg_pipeline.errors import KGInputError
+
+__all__ = ["KGInputError", "read_triples_tsv", "train_kg"]
+
+# below this a 3-way split leaves (almost) nothing to validate or test on
+MIN_TRIPLES = 10
+
+ENTITY_INDEX_SCHEMA = pa.schema([("entity", pa.string()), ("row", pa.int32())])
+
+
+def read_triples_tsv(path: Path) -> list[tuple[str, str, str]]:
+    """head<TAB>relation<TAB>tail per line, as in the Countries KG; blank lines are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise KGInputError(f"{path}: triples file not found")
+    triples = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            fields = [x.strip() for x in line.rstrip("\n").split("\t")]
+            if len(fields) != 3 or not all(fields):
+                raise KGInputError(f"{path}:{lineno}: expected head<TAB>relation<TAB>tail, got {line.rstrip()!r}")
+            triples.append(tuple(fields))
+    if not triples:
+        raise KGInputError(f"{path}: no triples")
+    return triples
+
+
+def _read_triples_parquet(path: Path) -> list[tuple[str, str, str]]:
+    if not path.is_file():
+        raise KGInputError(f"{path}: triples file not found")
+    names = ["head", "relation", "tail"]
+    missing = [n for n in names if n not in pq.read_schema(path).names]
+    if missing:
+        raise KGInputError(f"{path}: missing column(s) {missing}")
+    cols = pq.read_table(path, columns=names).to_pydict()
+    triples = list(zip(*(cols[n] for n in names)))
+    for row, triple in enumerate(triples):
+        if not all(triple):
+            raise KGInputError(f"{path}: row {row} has an empty or null field: {triple}")
+    return triples
+
+
+def _entity_matrix(model) -> torch.Tensor:
+    # indices=None gives every entity, in the factory's id order
+    emb = model.entity_representations[0](indices=None).detach().cpu()
+    if emb.is_complex():
+        emb = torch.view_as_real(emb)  # RotatE, ComplEx: (re, im) pairs so the file is always real
+    return emb.reshape(emb.shape[0], -1).to(torch.float32).contiguous()
+
+
+def train_kg(*, triples_path: Path, out_dir: Path, model: str = "TransE",
+             model_kwargs: dict | None = None, training_kwargs: dict | None = None,
+             optimizer_kwargs: dict | None = None, external_kg: Path | None = None,
+             split_ratios: tuple[float, float, float] | list[float] = (0.8, 0.1, 0.1),
+             seed: int = 0) -> dict:
+    """Train `model` on triples.parquet (+ an external TSV KG) and export per-entity embeddings."""
+    triples_path, out_dir = Path(triples_path), Path(out_dir)
+    triples = _read_triples_parquet(triples_path)
+    if external_kg is not None:
+        triples += read_triples_tsv(Path(external_kg))
+    triples = sorted(set(triples))  # sorted: the same input gives the same ids and split
+    if len(triples) < MIN_TRIPLES:
+        sources = f"{triples_path}" + (f" + {external_kg}" if external_kg is not None else "")
+        raise KGInputError(f"{sources}: only {len(triples)} distinct triples; need at least {MIN_TRIPLES} "
+                           f"to split into train/valid/test. Add text or pass external_kg.")
+
+    factory = TriplesFactory.from_labeled_triples(np.array(triples, dtype=str))
+    # PyKEEN's split moves triples into train until every entity occurs there,
+    # and all parts share the full factory's entity_to_id, so every entity gets an embedding
+    train, valid, test = factory.split(list(split_ratios), random_state=seed)
+    if valid.num_triples == 0 or test.num_triples == 0:
+        raise KGInputError(f"{triples_path}: split {list(split_ratios)} of {len(triples)} triples left "
+                           f"valid={valid.num_triples}, test={test.num_triples}; the KG is too small to split")
+
+    training_kwargs = {"use_tqdm": False, **(training_kwargs or {})}
+    result = pipeline(
+        training=train, validation=valid, testing=test,
+        model=model, model_kwargs=model_kwargs, training_kwargs=training_kwargs,
+        optimizer_kwargs=optimizer_kwargs,
+        # filtered rank-based metrics; the pipeline filters train + valid triples when testing
+        evaluator="rankbased", evaluation_kwargs={"use_tqdm": False},
+        random_seed=seed, device=None,  # None: cuda if there is one, else cpu
+    )
+
+    emb = _entity_matrix(result.model)
+    entities = sorted(factory.entity_to_id, key=factory.entity_to_id.__getitem__)
+    if emb.shape[0] != len(entities):
+        raise RuntimeError(f"{model}: {emb.shape[0]} embedding rows for {len(entities)} entities")
+
+    metric = result.metric_results.get_metric
+    summary = {
+        "model": model,
+        "num_triples": factory.num_triples,
+        "num_entities": factory.num_entities,
+        "num_relations": factory.num_relations,
+        "embedding_dim": int(emb.shape[1]),
+        "split": {"train": train.num_triples, "valid": valid.num_triples, "test": test.num_triples},
+        "mrr": float(metric("both.realistic.inverse_harmonic_mean_rank")),
+        "hits_at_1": float(metric("both.realistic.hits_at_1")),
+        "hits_at_3": float(metric("both.realistic.hits_at_3")),
+        "hits_at_10": float(metric("both.realistic.hits_at_10")),
+    }
+
+    save_file({"entity_embeddings": emb}, str(out_dir / "entity_embeddings.safetensors"))
+    index = pa.table({"entity": entities, "row": [factory.entity_to_id[e] for e in entities]},
+                     schema=ENTITY_INDEX_SCHEMA)
+    pq.write_table(index, out_dir / "entity_index.parquet")
+    (out_dir / "kg_metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

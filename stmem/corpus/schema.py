@@ -1,0 +1,55 @@
+"""The canonical corpus table: one row per story."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+class CorpusError(ValueError):
+    """A corpus that is missing, empty or malformed; the message names where."""
+
+
+@dataclass
+class Story:
+    story_id: str
+    task: str
+    split: str  # train | val | test
+    sentences: list[str] = field(default_factory=list)
+    questions: list[str] = field(default_factory=list)
+    answers: list[str] = field(default_factory=list)
+    # question i is asked after the first question_positions[i] sentences
+    question_positions: list[int] = field(default_factory=list)
+    # indices into `sentences` of the facts that answer question i
+    supporting: list[list[int]] = field(default_factory=list)
+
+
+CORPUS_SCHEMA = pa.schema([
+    ("story_id", pa.string()),
+    ("task", pa.string()),
+    ("split", pa.string()),
+    ("sentences", pa.list_(pa.string())),
+    ("questions", pa.list_(pa.string())),
+    ("answers", pa.list_(pa.string())),
+    ("question_positions", pa.list_(pa.int32())),
+    ("supporting", pa.list_(pa.list_(pa.int32()))),
+])
+
+
+def write_corpus(stories: list[Story], path: Path) -> dict:
+    if not stories:
+        raise CorpusError(f"{path}: empty corpus (no stories)")
+    cols = {name: [getattr(s, name) for s in stories] for name in CORPUS_SCHEMA.names}
+    pq.write_table(pa.table(cols, schema=CORPUS_SCHEMA), path)
+    counts = {"stories": len(stories), "questions": sum(len(s.questions) for s in stories),
+              "sentences": sum(len(s.sentences) for s in stories)}
+    for split in ("train", "val", "test"):
+        counts[f"{split}_questions"] = sum(len(s.questions) for s in stories if s.split == split)
+    return counts
+
+
+def read_corpus(path: Path) -> list[Story]:
+    table = pq.read_table(path, schema=CORPUS_SCHEMA)
+    return [Story(**row) for row in table.to_pylist()]

@@ -1,0 +1,196 @@
+"""Stage 3: corpus + entity mentions + entity index -> tokenised QA examples.
+
+One example per question. Its context (the story sentences before the
+question) is tokenised, every token that lies inside a linked entity mention
+gets that entity's id, and the token stream is cut into segments of
+``segment_len`` tokens aligned to the end, so the last segment is always full
+and the memory-off ablation sees a whole segment, not a stub.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+from stmem.corpus import CorpusError, read_corpus
+
+PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[CLS]", "[SEP]"
+NO_ENTITY = 0  # entity id 0 means "not linked"; entity row r has id r + 1
+
+EXAMPLE_SCHEMA = pa.schema([
+    ("example_id", pa.string()),
+    ("story_id", pa.string()),
+    ("task", pa.string()),
+    ("segments", pa.list_(pa.list_(pa.int32()))),
+    ("segment_entities", pa.list_(pa.list_(pa.int32()))),
+    ("question", pa.list_(pa.int32())),
+    ("question_entities", pa.list_(pa.int32())),
+    ("answer_ids", pa.list_(pa.int32())),  # answer tokens followed by EOS
+    ("answer", pa.string()),
+    ("context_tokens", pa.int32()),
+])
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    pad: int
+    bos: int
+    eos: int
+    vocab_size: int
+
+    @classmethod
+    def of(cls, tok: Tokenizer) -> "SpecialIds":
+        ids = [tok.token_to_id(t) for t in (PAD, BOS, EOS)]
+        if None in ids:
+            raise ValueError(f"tokenizer lacks one of {PAD}, {BOS}, {EOS}")
+        return cls(*ids, vocab_size=tok.get_vocab_size())
+
+
+def normalize_answer(text: str) -> str:
+    """Exact-match form of an answer: lowercase, no spaces around commas."""
+    return ",".join(part.strip() for part in text.lower().split(","))
+
+
+def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
+    """A lowercase WordPiece tokenizer; unseen words split into known pieces."""
+    tok = Tokenizer(models.WordPiece(unk_token=UNK))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=[PAD, UNK, BOS, EOS])
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """``tokenizer.json`` itself or a directory holding one (e.g. a pretrained model)."""
+    p = Path(path)
+    p = p / "tokenizer.json" if p.is_dir() else p
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: tokenizer file not found")
+    return Tokenizer.from_file(str(p))
+
+
+class ContextEncoder:
+    """Turns sentences plus their entity mentions into token and entity ids.
+
+    Shared by the dataset stage and inference so that a served model sees
+    exactly the encoding it was trained on. Encodings are cached by sentence
+    text because story corpora repeat sentences many times.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, entity_rows: dict[str, int]):
+        self.tok = tokenizer
+        self.entity_rows = entity_rows
+        self._cache: dict[str, tuple[list[int], list[tuple[int, int]]]] = {}
+
+    def _encode(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        hit = self._cache.get(text)
+        if hit is None:
+            enc = self.tok.encode(text, add_special_tokens=False)
+            hit = self._cache[text] = (enc.ids, enc.offsets)
+        return hit
+
+    def encode(self, text: str, mentions: list[tuple[int, int, str]]) -> tuple[list[int], list[int]]:
+        """Token ids and per-token entity ids for one sentence.
+
+        ``mentions`` holds (start, end, entity) char spans of that sentence.
+        """
+        ids, offsets = self._encode(text)
+        ents = [NO_ENTITY] * len(ids)
+        for start, end, entity in mentions:
+            row = self.entity_rows.get(entity)
+            if row is None:
+                continue
+            for i, (a, b) in enumerate(offsets):
+                if a < end and b > start:
+                    ents[i] = row + 1
+        return ids, ents
+
+
+def segment(ids: list[int], ents: list[int], segment_len: int, max_segments: int
+            ) -> tuple[list[list[int]], list[list[int]]]:
+    """Cut a token stream into segments aligned to its end; keep the newest."""
+    n = len(ids)
+    cuts = list(range(n, 0, -segment_len))[:max_segments]  # segment end points, newest first
+    segs = [(max(0, c - segment_len), c) for c in reversed(cuts)]
+    return [ids[a:b] for a, b in segs], [ents[a:b] for a, b in segs]
+
+
+def _mentions_by_text(mentions_path: Path) -> dict[tuple[str, str, int], list[tuple[int, int, str]]]:
+    table = pq.read_table(mentions_path, columns=["story_id", "source", "index", "start", "end", "entity"])
+    out: dict[tuple[str, str, int], list[tuple[int, int, str]]] = {}
+    for sid, src, idx, a, b, ent in zip(*(table.column(c).to_pylist() for c in table.column_names)):
+        out.setdefault((sid, src, idx), []).append((a, b, ent))
+    return out
+
+
+def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: Path, out_dir: Path,
+                  segment_len: int = 24, max_segments: int = 8, tokenizer: str | None = None,
+                  vocab_size: int = 2000, max_question_len: int = 24, max_answer_len: int = 8) -> dict:
+    """Write ``{train,val,test}.parquet``, ``tokenizer.json`` and ``dataset_info.json``."""
+    stories = read_corpus(corpus_path)
+    train_stories = [s for s in stories if s.split == "train"]
+    if not train_stories:
+        raise CorpusError(f"{corpus_path}: no training stories")
+    if tokenizer is None:
+        texts = [t for s in train_stories for t in (*s.sentences, *s.questions, *s.answers)]
+        tok = train_tokenizer(texts, vocab_size)
+    else:
+        tok = load_tokenizer(tokenizer)
+    special = SpecialIds.of(tok)
+    entity_rows = dict(zip(*(pq.read_table(entity_index_path).column(c).to_pylist() for c in ("entity", "row"))))
+    mentions = _mentions_by_text(mentions_path)
+    encoder = ContextEncoder(tok, entity_rows)
+
+    rows: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
+    linked = total = 0
+    for s in stories:
+        sent_ids, sent_ents = [], []
+        for i, text in enumerate(s.sentences):
+            ids, ents = encoder.encode(text, mentions.get((s.story_id, "sentence", i), []))
+            sent_ids.append(ids)
+            sent_ents.append(ents)
+        for q, (question, answer, pos) in enumerate(zip(s.questions, s.answers, s.question_positions)):
+            ids = [t for x in sent_ids[:pos] for t in x]
+            ents = [e for x in sent_ents[:pos] for e in x]
+            segs, seg_ents = segment(ids, ents, segment_len, max_segments)
+            q_ids, q_ents = encoder.encode(question, mentions.get((s.story_id, "question", q), []))
+            a_ids = tok.encode(normalize_answer(answer), add_special_tokens=False).ids[:max_answer_len - 1]
+            linked += sum(e != NO_ENTITY for e in ents)
+            total += len(ids)
+            rows[s.split].append({
+                "example_id": f"{s.story_id}/{q}", "story_id": s.story_id, "task": s.task,
+                "segments": segs, "segment_entities": seg_ents,
+                "question": q_ids[:max_question_len], "question_entities": q_ents[:max_question_len],
+                "answer_ids": a_ids + [special.eos], "answer": normalize_answer(answer),
+                "context_tokens": len(ids),
+            })
+    for split, split_rows in rows.items():
+        pq.write_table(pa.Table.from_pylist(split_rows, schema=EXAMPLE_SCHEMA), out_dir / f"{split}.parquet")
+    tok.save(str(out_dir / "tokenizer.json"))
+    if tokenizer is not None and Path(tokenizer).is_dir():
+        # keep the pretrained directory's other tokenizer files beside it
+        for f in Path(tokenizer).glob("*token*"):
+            if f.name != "tokenizer.json":
+                shutil.copy(f, out_dir / f.name)
+    lengths = [r["context_tokens"] for split_rows in rows.values() for r in split_rows]
+    info = {
+        "vocab_size": special.vocab_size, "pad_id": special.pad, "bos_id": special.bos, "eos_id": special.eos,
+        "segment_len": segment_len, "max_segments": max_segments, "max_question_len": max_question_len,
+        "max_answer_len": max_answer_len, "num_entities": len(entity_rows),
+        "tasks": sorted({s.task for s in stories}),
+    }
+    (out_dir / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    return {
+        **{f"{k}_examples": len(v) for k, v in rows.items()},
+        "vocab_size": special.vocab_size,
+        "mean_context_tokens": round(sum(lengths) / max(1, len(lengths)), 1),
+        "mean_segments": round(sum(min(max_segments, -(-n // segment_len)) for n in lengths) / max(1, len(lengths)), 2),
+        "linked_token_fraction": round(linked / max(1, total), 4),
+    }

@@ -1,0 +1,50 @@
+"""Exact-match evaluation, per task, as the bAbI literature reports it."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from tokenizers import Tokenizer
+
+from stmem.batch import collate
+from stmem.dataset import normalize_answer
+from stmem.model import MemoryQA
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def predict_answers(model: MemoryQA, examples: list[dict], tokenizer: Tokenizer, *, batch_size: int,
+                    device: torch.device) -> list[str]:
+    was_training = model.training
+    model.eval()
+    answers: list[str] = []
+    for i in range(0, len(examples), batch_size):
+        batch = collate(examples[i:i + batch_size], model.vocab.pad_id, model.vocab.segment_len)
+        for ids in model.generate(to_device(batch, device)):
+            answers.append(normalize_answer(tokenizer.decode(ids)))
+    model.train(was_training)
+    return answers
+
+
+def exact_match(model: MemoryQA, examples: list[dict], tokenizer: Tokenizer, *, batch_size: int,
+                device: torch.device) -> dict:
+    """``{"accuracy", "per_task": {task: acc}, "mean_error", "failed_tasks", "n"}``.
+
+    A task fails when its error is above 5%, the threshold Weston et al. use.
+    """
+    preds = predict_answers(model, examples, tokenizer, batch_size=batch_size, device=device)
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for e, p in zip(examples, preds):
+        hits[e["task"]].append(p == e["answer"])
+    per_task = {t: sum(h) / len(h) for t, h in sorted(hits.items())}
+    errors = [1 - a for a in per_task.values()]
+    n = sum(len(h) for h in hits.values())
+    return {
+        "accuracy": sum(sum(h) for h in hits.values()) / max(1, n),
+        "per_task": per_task,
+        "mean_error": sum(errors) / max(1, len(errors)),
+        "failed_tasks": sum(e > 0.05 for e in errors),
+        "n": n,
+    }

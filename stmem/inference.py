@@ -1,0 +1,75 @@
+"""Answer questions with a trained checkpoint, from raw text.
+
+The context goes through the same path as in training: spaCy mentions (when
+the model fuses KG entities), the saved tokenizer, end-aligned segments.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+
+from stmem.batch import collate
+from stmem.checkpoint import ENTITY_INDEX, TOKENIZER, load_checkpoint
+from stmem.dataset import ContextEncoder, load_tokenizer, normalize_answer, segment
+from stmem.evaluate import to_device
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def split_sentences(context: str) -> list[str]:
+    """One sentence per line, or several per line ending in . ! or ?"""
+    return [s.strip() for line in context.splitlines() for s in _SENTENCE_END.split(line) if s.strip()]
+
+
+class Predictor:
+    def __init__(self, ckpt_dir: str | Path, device: str = "cpu", max_segments: int | None = None):
+        ckpt_dir = Path(ckpt_dir)
+        self.device = torch.device(device)
+        self.model, config = load_checkpoint(ckpt_dir, self.device)
+        self.tokenizer = load_tokenizer(ckpt_dir / TOKENIZER)
+        self.max_segments = max_segments or 10_000
+        entity_rows: dict[str, int] = {}
+        self.extractor = None
+        if self.model.fusion is not None:
+            from kg_pipeline.extract import MentionExtractor  # spaCy only when the model links entities
+
+            table = pq.read_table(ckpt_dir / ENTITY_INDEX)
+            entity_rows = dict(zip(table.column("entity").to_pylist(), table.column("row").to_pylist()))
+            self.extractor = MentionExtractor(config["spacy_model"])
+        self.encoder = ContextEncoder(self.tokenizer, entity_rows)
+
+    def _mentions(self, texts: list[str]) -> list[list[tuple[int, int, str]]]:
+        if self.extractor is None:
+            return [[] for _ in texts]
+        return [[(m.start, m.end, m.entity) for m in mentions] for mentions, _ in self.extractor.parse(texts)]
+
+    def encode(self, context: str, question: str) -> dict:
+        sentences = split_sentences(context)
+        if not sentences:
+            raise ValueError("context is empty")
+        if not question.strip():
+            raise ValueError("question is empty")
+        mentions = self._mentions(sentences + [question])
+        ids, ents = [], []
+        for text, ms in zip(sentences, mentions):
+            i, e = self.encoder.encode(text, ms)
+            ids += i
+            ents += e
+        segs, seg_ents = segment(ids, ents, self.model.vocab.segment_len, self.max_segments)
+        q_ids, q_ents = self.encoder.encode(question, mentions[-1])
+        n = self.model.vocab.max_question_len
+        return {"segments": segs, "segment_entities": seg_ents, "question": q_ids[:n], "question_entities": q_ents[:n]}
+
+    def answer(self, contexts: list[str], questions: list[str], batch_size: int = 64) -> list[str]:
+        if len(contexts) != len(questions):
+            raise ValueError("contexts and questions differ in length")
+        examples = [self.encode(c, q) for c, q in zip(contexts, questions)]
+        out: list[str] = []
+        for i in range(0, len(examples), batch_size):
+            batch = collate(examples[i:i + batch_size], self.model.vocab.pad_id, self.model.vocab.segment_len)
+            for ids in self.model.generate(to_device(batch, self.device)):
+                out.append(normalize_answer(self.tokenizer.decode(ids)))
+        return out

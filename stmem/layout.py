@@ -1,0 +1,48 @@
+"""Where each stage's artifacts live inside a run directory.
+
+    <run>/corpus/corpus.parquet
+    <run>/extract/{mentions,triples}.parquet
+    <run>/kg/{entity_embeddings.safetensors,entity_index.parquet,kg_metrics.json}
+    <run>/dataset/{train,val,test}.parquet, tokenizer.json, dataset_info.json
+    <run>/train/{model.safetensors,model_config.json,tokenizer.json,eval.json,...}
+    <run>/register/registration.json
+    <run>/mlflow.db, <run>/mlartifacts/   (the default local MLflow store)
+
+Every stage directory also holds ``manifest.json``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+STAGES = ("ingest", "extract", "kg", "dataset", "train", "register")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    root: Path
+
+    def stage_dir(self, stage: str) -> Path:
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+        return self.root / ("corpus" if stage == "ingest" else stage)
+
+    @property
+    def corpus(self) -> Path:
+        return self.stage_dir("ingest") / "corpus.parquet"
+
+    @property
+    def mentions(self) -> Path:
+        return self.stage_dir("extract") / "mentions.parquet"
+
+    @property
+    def triples(self) -> Path:
+        return self.stage_dir("extract") / "triples.parquet"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.root / "mlartifacts"

@@ -1,0 +1,196 @@
+"""The memory-augmented QA model.
+
+Reading order: ``MemoryQA.forward`` walks the context segment by segment.
+For each segment the encoder sees [memory slots ; segment tokens], so the
+tokens read the memory by self-attention; then ``GatedSlotMemory`` writes
+what the segment said into the slots:
+
+    c~_t = Attn(slot queries + c_{t-1}, encoder outputs of segment t)
+    g_t  = sigmoid(W_g [c~_t, c_{t-1}])
+    c_t  = g_t * c~_t + (1 - g_t) * c_{t-1}
+
+c_0 is zero: everything in memory was written from the input. The question
+is encoded the same way, after the last segment, and a small transformer
+decoder generates the answer from its encoder states. Tokens linked to a KG
+entity get that entity's (frozen) embedding projected and added through a
+learned gate before the encoder.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, BertConfig, BertModel
+
+from stmem.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """What the model needs to know about the tokenizer and the KG."""
+
+    vocab_size: int
+    pad_id: int
+    bos_id: int
+    eos_id: int
+    segment_len: int
+    max_question_len: int
+    max_answer_len: int
+    num_entities: int = 0
+    entity_dim: int = 0
+
+
+class GatedSlotMemory(nn.Module):
+    """Memory slots written from a segment's hidden states through a gate."""
+
+    def __init__(self, hidden: int, slots: int, heads: int):
+        super().__init__()
+        # Slot queries say *where* each slot looks; content only comes from input.
+        self.slot_queries = nn.Parameter(torch.randn(slots, hidden) * 0.02)
+        self.read = nn.MultiheadAttention(hidden, heads, batch_first=True)
+        self.norm = nn.LayerNorm(hidden)
+        self.gate = nn.Linear(2 * hidden, hidden)
+
+    def forward(self, prev: torch.Tensor, states: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        """``states``: encoder outputs of [memory slots ; segment tokens], the slots first."""
+        k = prev.shape[1]
+        attended, _ = self.read(self.slot_queries + prev, states, states, key_padding_mask=pad_mask,
+                                need_weights=False)
+        # The encoder output at each slot's own position is that slot after it
+        # read the segment: adding it gives old content a short path forward,
+        # which is what lets facts survive many segments.
+        cand = self.norm(states[:, :k] + attended)
+        g = torch.sigmoid(self.gate(torch.cat([cand, prev], dim=-1)))
+        return g * cand + (1 - g) * prev
+
+
+class EntityFusion(nn.Module):
+    """Adds projected KG entity embeddings to linked tokens through a gate."""
+
+    def __init__(self, entity_embeddings: torch.Tensor, hidden: int):
+        super().__init__()
+        # Row 0 is "no entity". The KG embeddings stay frozen: they are the KG
+        # stage's output, and unseen entities must keep their KG meaning.
+        table = torch.cat([torch.zeros(1, entity_embeddings.shape[1]), entity_embeddings.float()])
+        self.register_buffer("table", table)
+        self.proj = nn.Linear(table.shape[1], hidden)
+        self.gate = nn.Linear(2 * hidden, hidden)
+
+    def forward(self, x: torch.Tensor, ent: torch.Tensor) -> torch.Tensor:
+        e = self.proj(self.table[ent])
+        g = torch.sigmoid(self.gate(torch.cat([x, e], dim=-1)))
+        return x + (ent > 0).unsqueeze(-1) * g * e
+
+
+class MemoryQA(nn.Module):
+    def __init__(self, cfg: ModelConfig, vocab: Vocab, entity_embeddings: torch.Tensor | None = None,
+                 encoder_config: dict | None = None):
+        """``encoder_config`` rebuilds a saved encoder without its weights or directory."""
+        super().__init__()
+        self.cfg, self.vocab = cfg, vocab
+        if encoder_config is not None:
+            conf = dict(encoder_config)
+            self.encoder = AutoModel.from_config(AutoConfig.for_model(conf.pop("model_type"), **conf),
+                                                 add_pooling_layer=False)
+        elif cfg.pretrained_encoder:
+            self.encoder = AutoModel.from_pretrained(cfg.pretrained_encoder, add_pooling_layer=False)
+        else:
+            self.encoder = BertModel(BertConfig(
+                vocab_size=vocab.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
+                num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
+                hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
+                max_position_embeddings=cfg.memory_slots + max(vocab.segment_len, vocab.max_question_len),
+                pad_token_id=vocab.pad_id,
+            ), add_pooling_layer=False)
+        hidden = self.encoder.config.hidden_size
+        heads = self.encoder.config.num_attention_heads
+        self.memory = GatedSlotMemory(hidden, cfg.memory_slots, heads)
+        self.fusion = None
+        if cfg.kg_fusion:
+            if entity_embeddings is None:
+                entity_embeddings = torch.zeros(vocab.num_entities, vocab.entity_dim)
+            self.fusion = EntityFusion(entity_embeddings, hidden)
+        self.answer_pos = nn.Embedding(vocab.max_answer_len + 1, hidden)
+        layer = nn.TransformerDecoderLayer(hidden, heads, 2 * hidden, cfg.dropout, batch_first=True, norm_first=True)
+        self.decoder = nn.TransformerDecoder(layer, cfg.decoder_layers)
+        self.out_norm = nn.LayerNorm(hidden)
+
+    @property
+    def word_embeddings(self) -> nn.Embedding:
+        return self.encoder.get_input_embeddings()
+
+    def _embed(self, ids: torch.Tensor, ent: torch.Tensor) -> torch.Tensor:
+        x = self.word_embeddings(ids)
+        return self.fusion(x, ent) if self.fusion is not None else x
+
+    def _encode(self, memory: torch.Tensor, ids: torch.Tensor, ent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder over [memory ; tokens]; returns states and their padding mask."""
+        pad = ids == self.vocab.pad_id
+        pad = torch.cat([torch.zeros_like(pad[:, :1]).expand(-1, memory.shape[1]), pad], dim=1)
+        x = torch.cat([memory, self._embed(ids, ent)], dim=1)
+        states = self.encoder(inputs_embeds=x, attention_mask=(~pad).long()).last_hidden_state
+        return states, pad
+
+    def read_context(self, segments: torch.Tensor, seg_ents: torch.Tensor) -> torch.Tensor:
+        """Run the memory over (B, S, L) segments; empty (all-pad) segments leave it unchanged."""
+        if not self.cfg.memory:
+            # Ablation: only the last segment is visible.
+            segments, seg_ents = segments[:, -1:], seg_ents[:, -1:]
+        B, S, _ = segments.shape
+        hidden = self.encoder.config.hidden_size
+        memory = segments.new_zeros(B, self.cfg.memory_slots, hidden, dtype=self.word_embeddings.weight.dtype)
+        for t in range(S):
+            ids = segments[:, t]
+            has_tokens = (ids != self.vocab.pad_id).any(dim=1)
+            if not has_tokens.any():
+                continue
+            states, pad = self._encode(memory, ids, seg_ents[:, t])
+            written = self.memory(memory, states, pad)
+            memory = torch.where(has_tokens[:, None, None], written, memory)
+        return memory
+
+    def _decode(self, enc: torch.Tensor, enc_pad: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+        n = prefix.shape[1]
+        x = self.word_embeddings(prefix) + self.answer_pos(torch.arange(n, device=prefix.device))
+        causal = nn.Transformer.generate_square_subsequent_mask(n, device=prefix.device, dtype=x.dtype)
+        y = self.decoder(x, enc, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=enc_pad)
+        # output projection tied to the input embeddings
+        return self.out_norm(y) @ self.word_embeddings.weight.T
+
+    def encode_question(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        memory = self.read_context(batch["segments"], batch["segment_entities"])
+        return self._encode(memory, batch["question"], batch["question_entities"])
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean token cross-entropy of the answer (teacher forcing)."""
+        enc, enc_pad = self.encode_question(batch)
+        target = batch["answer_ids"]  # (B, A) answer tokens + EOS, pad after
+        bos = torch.full_like(target[:, :1], self.vocab.bos_id)
+        logits = self._decode(enc, enc_pad, torch.cat([bos, target[:, :-1]], dim=1))
+        return F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=self.vocab.pad_id)
+
+    @torch.no_grad()
+    def generate(self, batch: dict[str, torch.Tensor]) -> list[list[int]]:
+        """Greedy answer token ids (without BOS/EOS) for each example."""
+        enc, enc_pad = self.encode_question(batch)
+        B = enc.shape[0]
+        out = torch.full((B, 1), self.vocab.bos_id, dtype=torch.long, device=enc.device)
+        done = torch.zeros(B, dtype=torch.bool, device=enc.device)
+        for _ in range(self.vocab.max_answer_len):
+            nxt = self._decode(enc, enc_pad, out)[:, -1].argmax(-1)
+            nxt = torch.where(done, self.vocab.pad_id, nxt)
+            out = torch.cat([out, nxt[:, None]], dim=1)
+            done |= nxt == self.vocab.eos_id
+            if done.all():
+                break
+        result = []
+        for row in out[:, 1:].tolist():
+            toks = []
+            for t in row:
+                if t in (self.vocab.eos_id, self.vocab.pad_id):
+                    break
+                toks.append(t)
+            result.append(toks)
+        return result

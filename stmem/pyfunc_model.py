@@ -1,0 +1,72 @@
+"""The MLflow pyfunc model, logged as code ("models from code").
+
+MLflow copies this file into the logged model and executes it on load, so the
+model is rebuilt from the checkpoint artifact (safetensors + JSON) and nothing
+is pickled. Input: a DataFrame with string columns ``context`` (the story, one
+sentence per line) and ``question``; output: a DataFrame with column ``answer``.
+
+Bad requests raise ``MlflowException(INVALID_PARAMETER_VALUE)``, which
+``mlflow models serve`` answers with HTTP 400.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+INPUT_COLUMNS = ("context", "question")
+OUTPUT_COLUMN = "answer"
+
+
+def _bad_request(message: str) -> MlflowException:
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def validate_input(model_input: Any) -> tuple[list[str], list[str]]:
+    """The ``context`` and ``question`` columns as lists of non-empty strings."""
+    if isinstance(model_input, dict):
+        try:
+            model_input = pd.DataFrame(model_input)
+        except ValueError as e:
+            raise _bad_request(f"input could not be read as a table: {e}") from e
+    if not isinstance(model_input, pd.DataFrame):
+        raise _bad_request(f"input must be a DataFrame with columns {list(INPUT_COLUMNS)}, "
+                           f"got {type(model_input).__name__}")
+    missing = [c for c in INPUT_COLUMNS if c not in model_input.columns]
+    if missing:
+        raise _bad_request(f"input is missing column(s) {missing}; expected {list(INPUT_COLUMNS)}")
+    columns = {}
+    for name in INPUT_COLUMNS:
+        values = model_input[name].tolist()
+        for row, value in enumerate(values):
+            if not isinstance(value, str):
+                raise _bad_request(f"column '{name}', row {row}: expected a string, got {type(value).__name__}")
+            if not value.strip():
+                raise _bad_request(f"column '{name}', row {row}: must not be empty")
+        columns[name] = values
+    return columns["context"], columns["question"]
+
+
+class StmemQAModel(mlflow.pyfunc.PythonModel):
+    """Answers questions about a story with a stmem checkpoint."""
+
+    def load_context(self, context) -> None:
+        from stmem.inference import Predictor  # torch is imported only when the model loads
+
+        self.predictor = Predictor(context.artifacts["checkpoint"], device="cpu")
+
+    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        contexts, questions = validate_input(model_input)
+        if not contexts:
+            return pd.DataFrame({OUTPUT_COLUMN: pd.Series([], dtype=object)})
+        try:
+            answers = self.predictor.answer(contexts, questions)
+        except ValueError as e:  # e.g. a context with no sentence in it
+            raise _bad_request(str(e)) from e
+        return pd.DataFrame({OUTPUT_COLUMN: answers})
+
+
+mlflow.models.set_model(StmemQAModel())

@@ -1,0 +1,249 @@
+"""Register a trained checkpoint in MLflow and keep the champion alias.
+
+The model is logged as a pyfunc *from code* (``stmem/pyfunc_model.py``) with
+the checkpoint directory as an artifact, so the model directory holds
+safetensors/JSON files and source code only, never a pickled module. The
+``stmem`` and ``kg_pipeline`` packages are bundled as code paths, so a
+registered version always serves with the code it was registered with.
+
+Aliases: every new version gets ``challenger``; it is promoted to
+``champion`` (and ``challenger`` is dropped) when there is no champion yet or
+when its metric is strictly greater than the champion's. So ``challenger``
+only ever names a version newer than the champion that did not beat it.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import math
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from stmem.checkpoint import CONFIG, ENTITY_INDEX, TOKENIZER, WEIGHTS
+
+log = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+MODEL_NAME_IN_RUN = "model"
+STAGE_ARTIFACTS = "stage_artifacts"
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+# Only these checkpoint files go into the model: tensors, JSON, parquet.
+_CKPT_REQUIRED = (WEIGHTS, CONFIG, TOKENIZER)
+_CKPT_OPTIONAL = (ENTITY_INDEX, "eval.json", "manifest.json")
+_INPUT_EXAMPLE = {"context": "Mary moved to the bathroom.\nJohn went to the hallway.", "question": "Where is Mary?"}
+_MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
+_METRIC_KEY_BAD = re.compile(r"[^A-Za-z0-9_\-. /]")
+
+
+def default_tracking_uri(run_dir: Path | str) -> str:
+    """``sqlite:///<absolute run_dir>/mlflow.db``."""
+    return f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def _param_value(v: Any) -> str:
+    s = v if isinstance(v, str) else json.dumps(v, default=str)
+    return s[:_MAX_PARAM_LEN]
+
+
+def _metric_values(metrics: dict) -> dict[str, float]:
+    out = {}
+    for k, v in flatten(metrics).items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            log.debug("metric %s skipped: %r is not a number", k, v)
+            continue
+        out[_METRIC_KEY_BAD.sub("_", k)] = float(v)
+    return out
+
+
+def _requirements(with_spacy: bool, spacy_model: str | None) -> list[str]:
+    """Pinned runtime deps of the pyfunc (local labels like ``+cpu`` dropped)."""
+    dists = ["mlflow", "torch", "transformers", "tokenizers", "safetensors", "pydantic",
+             "pandas", "pyarrow", "pyyaml", "tqdm"]
+    if with_spacy:
+        dists.append("spacy")
+        if spacy_model:
+            dists += importlib.metadata.packages_distributions().get(spacy_model, [])
+    reqs = []
+    for dist in dict.fromkeys(dists):
+        try:
+            reqs.append(f"{dist}=={importlib.metadata.version(dist).split('+')[0]}")
+        except importlib.metadata.PackageNotFoundError:
+            reqs.append(dist)
+    return reqs
+
+
+def _stage_checkpoint(checkpoint_dir: Path, dest: Path) -> dict:
+    """Copy the checkpoint's safe files into ``dest``; returns its model_config."""
+    missing = [n for n in _CKPT_REQUIRED if not (checkpoint_dir / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{checkpoint_dir}: checkpoint is missing {missing}")
+    dest.mkdir(parents=True)
+    for name in _CKPT_REQUIRED + _CKPT_OPTIONAL:
+        if (checkpoint_dir / name).is_file():
+            shutil.copy2(checkpoint_dir / name, dest / name)
+    skipped = sorted(p.name for p in checkpoint_dir.iterdir() if not (dest / p.name).exists())
+    if skipped:
+        log.info("not packaged with the model: %s", skipped)
+    return json.loads((dest / CONFIG).read_text())
+
+
+def _stage_artifact_paths(artifacts: Iterable[Path]) -> list[tuple[Path, str]]:
+    """(file, artifact dir) pairs: ``stage_artifacts/<parent dir name>``, unique."""
+    out, used = [], set()
+    for p in map(Path, artifacts):
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: artifact to log does not exist")
+        base = f"{STAGE_ARTIFACTS}/{p.resolve().parent.name or 'root'}"
+        sub, i = base, 1
+        while (sub, p.name) in used:
+            i += 1
+            sub = f"{base}-{i}"
+        used.add((sub, p.name))
+        out.append((p, sub))
+    return out
+
+
+def _signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return ModelSignature(inputs=Schema([ColSpec("string", "context"), ColSpec("string", "question")]),
+                          outputs=Schema([ColSpec("string", "answer")]))
+
+
+def _alias_version(client, name: str, alias: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def _get_or_create_experiment(client, name: str, artifact_root: Path | None) -> str:
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if artifact_root is not None and exp.artifact_location != Path(artifact_root).resolve().as_uri():
+            log.warning("experiment %r keeps its artifact location %s", name, exp.artifact_location)
+        return exp.experiment_id
+    location = Path(artifact_root).resolve().as_uri() if artifact_root is not None else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created concurrently
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def register_model(*, checkpoint_dir: Path, tracking_uri: str, experiment: str, model_name: str, metric: str,
+                   params: dict, metrics: dict, artifacts: Iterable[Path] = (),
+                   artifact_root: Path | None = None) -> dict:
+    """Log a run with the pyfunc model, register it, and update the aliases.
+
+    ``params``/``metrics`` may be nested (keys flattened with dots); params are
+    stringified, non-numeric metrics are skipped. ``metric`` must be one of the
+    flattened metric keys; it decides promotion. ``artifacts`` (files) are
+    logged under ``stage_artifacts/<parent dir name>/``. ``artifact_root`` is
+    the artifact location of a *new* experiment (e.g. ``<run_dir>/mlartifacts``);
+    leave it None with a tracking server that proxies artifacts.
+
+    Returns ``{"run_id", "model_uri", "version", "alias", "champion_version",
+    "metric"}``. Not atomic across concurrent registrations of one model.
+    """
+    import mlflow
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    checkpoint_dir = Path(checkpoint_dir)
+    metric_values = _metric_values(metrics)
+    if metric not in metric_values:
+        raise ValueError(f"metric {metric!r} is not among the numeric metrics {sorted(metric_values)}")
+    value = metric_values[metric]
+    if math.isnan(value):
+        raise ValueError(f"metric {metric!r} is NaN")
+    stage_files = _stage_artifact_paths(artifacts)
+    param_values = {k: _param_value(v) for k, v in flatten(params).items()}
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    experiment_id = _get_or_create_experiment(client, experiment, artifact_root)
+    input_example = pd.DataFrame([_INPUT_EXAMPLE])
+
+    with tempfile.TemporaryDirectory(prefix="stmem-register-") as tmp:
+        ckpt = Path(tmp) / "checkpoint"  # its name becomes artifacts/checkpoint in the model
+        config = _stage_checkpoint(checkpoint_dir, ckpt)
+        # Fail loudly on a checkpoint that cannot answer: MLflow's own check of
+        # the input example at log time only warns.
+        from stmem.inference import Predictor
+
+        Predictor(ckpt).answer([_INPUT_EXAMPLE["context"]], [_INPUT_EXAMPLE["question"]])
+        fusion = (ckpt / ENTITY_INDEX).is_file()
+        code_paths = [str(Path(__file__).parent)]
+        kg = Path(__file__).parent.parent / "kg_pipeline"
+        if kg.is_dir():
+            code_paths.append(str(kg))
+
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            run_id = run.info.run_id
+            if param_values:
+                mlflow.log_params(param_values)
+            if metric_values:
+                mlflow.log_metrics(metric_values)
+            for path, sub in stage_files:
+                if path.is_dir():
+                    mlflow.log_artifacts(str(path), artifact_path=f"{sub}/{path.name}")
+                else:
+                    mlflow.log_artifact(str(path), artifact_path=sub)
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_NAME_IN_RUN,
+                python_model=str(PYFUNC_CODE),
+                artifacts={"checkpoint": str(ckpt)},
+                code_paths=code_paths,
+                signature=_signature(),
+                input_example=input_example,
+                pip_requirements=_requirements(fusion, config.get("spacy_model")),
+                registered_model_name=model_name,
+            )
+    version = str(info.registered_model_version)
+    client.set_model_version_tag(model_name, version, "metric", metric)
+    client.set_model_version_tag(model_name, version, "metric_value", repr(value))
+
+    champion = _alias_version(client, model_name, CHAMPION)
+    champion_value = None
+    if champion is not None and champion.run_id:
+        champion_value = client.get_run(champion.run_id).data.metrics.get(metric)
+    promote = champion is None or champion_value is None or value > champion_value
+    if promote:
+        client.set_registered_model_alias(model_name, CHAMPION, version)
+        if _alias_version(client, model_name, CHALLENGER) is not None:
+            # A challenger older than the new champion is stale.
+            client.delete_registered_model_alias(model_name, CHALLENGER)
+        champion_version = version
+    else:
+        client.set_registered_model_alias(model_name, CHALLENGER, version)
+        champion_version = champion.version
+    log.info("registered %s version %s (%s=%s) as %s", model_name, version, metric, value,
+             CHAMPION if promote else CHALLENGER)
+    return {"run_id": run_id, "model_uri": f"models:/{model_name}/{version}", "version": int(version),
+            "alias": CHAMPION if promote else CHALLENGER, "champion_version": int(champion_version),
+            "metric": value}

@@ -1,0 +1,41 @@
+import json
+from pathlib import Path
+
+from stmem.config import Config
+from stmem.layout import RunLayout
+from stmem.registry import default_tracking_uri, register_model
+from tasks.stage import run_stage, stage_task
+
+
+def _metrics(train_dir: Path, kg_dir: Path) -> dict:
+    ev = json.loads((train_dir / "eval.json").read_text())
+    kg = json.loads((kg_dir / "kg_metrics.json").read_text())
+    test = ev["test"]
+    return {
+        "test_accuracy": test["accuracy"], "test_mean_error": test["mean_error"],
+        "test_failed_tasks": test["failed_tasks"], "best_val_accuracy": ev["best_val_accuracy"],
+        **{f"test_accuracy.{t}": a for t, a in test["per_task"].items()},
+        **{f"kg.{k}": kg[k] for k in ("mrr", "hits_at_1", "hits_at_3", "hits_at_10")},
+    }
+
+
+@stage_task("register")
+def register_task(cfg: Config, train_dir: str) -> str:
+    """Checkpoint + metrics -> MLflow run, registered pyfunc, champion/challenger alias."""
+    layout = RunLayout(cfg.run_dir)
+    train, kg = Path(train_dir), layout.stage_dir("kg")
+    inputs = {train / "model.safetensors": "train", train / "eval.json": "train", kg / "kg_metrics.json": "kg"}
+    manifests = [layout.stage_dir(s) / "manifest.json" for s in ("ingest", "extract", "kg", "dataset", "train")]
+
+    def work(out: Path) -> dict:
+        result = register_model(
+            checkpoint_dir=train, tracking_uri=cfg.register.tracking_uri or default_tracking_uri(cfg.run_dir),
+            experiment=cfg.register.experiment, model_name=cfg.register.model_name, metric=cfg.register.metric,
+            params=cfg.model_dump(mode="json"), metrics=_metrics(train, kg),
+            artifacts=[p for p in manifests if p.exists()] + [kg / "kg_metrics.json", train / "eval.json"],
+            artifact_root=layout.mlflow_artifacts,
+        )
+        (out / "registration.json").write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
+    return run_stage(cfg, "register", inputs=inputs, sections=("register",), work=work)

@@ -1,0 +1,17 @@
+from pathlib import Path
+
+from stmem.config import Config
+from stmem.train import fit
+from tasks.stage import run_stage, stage_task
+
+
+@stage_task("train")
+def train_task(cfg: Config, dataset_dir: str, kg_dir: str) -> str:
+    """Examples + KG embeddings -> checkpoint (safetensors + JSON) and ``eval.json``."""
+    ds, kg = Path(dataset_dir), Path(kg_dir)
+    inputs = {ds / f"{s}.parquet": "dataset" for s in ("train", "val", "test")}
+    inputs[kg / "entity_embeddings.safetensors"] = "kg"
+    return run_stage(cfg, "train", inputs=inputs, sections=("model", "train", "run"),
+                     work=lambda out: fit(dataset_dir=ds, kg_dir=kg, out_dir=out, model_cfg=cfg.model,
+                                          train_cfg=cfg.train, spacy_model=cfg.extract.spacy_model,
+                                          seed=cfg.run.seed))

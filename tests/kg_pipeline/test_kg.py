@@ -1,0 +1,108 @@
+"""Stage 2 with real PyKEEN on the real Countries KG (read in place, never copied)."""
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from safetensors.torch import load_file
+
+from kg_pipeline import KGInputError, read_triples_tsv, train_kg
+from kg_pipeline.extract import TRIPLES_SCHEMA
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+COUNTRIES_S1 = DATA / "countries" / "Countries_S1" / "train.txt"
+needs_countries = pytest.mark.skipif(not COUNTRIES_S1.is_file(), reason=f"{COUNTRIES_S1} not present")
+
+# entities the text adds that Countries does not have, and one it shares (france)
+TEXT_TRIPLES = [("mary", "move_to", "kitchen"), ("john", "pick_up", "apple"), ("daniel", "travel_to", "france"),
+                ("mary", "move_to", "kitchen")]  # a duplicate, which train_kg must drop
+
+
+def _triples_parquet(path: Path, triples) -> Path:
+    cols = {"head": [t[0] for t in triples], "relation": [t[1] for t in triples], "tail": [t[2] for t in triples],
+            "story_id": ["s1"] * len(triples), "sentence": list(range(len(triples)))}
+    pq.write_table(pa.table(cols, schema=TRIPLES_SCHEMA), path)
+    return path
+
+
+def test_read_triples_tsv(tmp_path):
+    path = tmp_path / "kg.tsv"
+    path.write_text("a\tr\tb\n\nb\tr\tc\n")
+    assert read_triples_tsv(path) == [("a", "r", "b"), ("b", "r", "c")]
+
+
+@pytest.mark.parametrize("text, lineno", [("a\tr\tb\n\nb\tr\n", 3), ("a\tr\tb\na\t\tb\n", 2), ("a\tr\tb\tc\n", 1)])
+def test_read_triples_tsv_bad_line_names_file_and_line(tmp_path, text, lineno):
+    path = tmp_path / "kg.tsv"
+    path.write_text(text)
+    with pytest.raises(KGInputError, match=f"{path}:{lineno}:"):
+        read_triples_tsv(path)
+
+
+def test_read_triples_tsv_empty_and_missing(tmp_path):
+    path = tmp_path / "kg.tsv"
+    path.write_text("\n  \n")
+    with pytest.raises(KGInputError, match=f"{path}: no triples"):
+        read_triples_tsv(path)
+    with pytest.raises(KGInputError, match="missing.tsv"):
+        read_triples_tsv(tmp_path / "missing.tsv")
+
+
+def test_too_small_kg_is_refused(tmp_path):
+    triples = _triples_parquet(tmp_path / "triples.parquet", TEXT_TRIPLES)
+    with pytest.raises(KGInputError, match="too small|need at least"):
+        train_kg(triples_path=triples, out_dir=tmp_path)
+    assert not (tmp_path / "entity_embeddings.safetensors").exists()
+
+
+def test_triples_parquet_without_columns(tmp_path):
+    path = tmp_path / "triples.parquet"
+    pq.write_table(pa.table({"head": ["a"], "tail": ["b"]}), path)
+    with pytest.raises(KGInputError, match="relation"):
+        train_kg(triples_path=path, out_dir=tmp_path)
+
+
+def _train(tmp_path, model, dim):
+    triples = _triples_parquet(tmp_path / "triples.parquet", TEXT_TRIPLES)
+    out = tmp_path / "kg"
+    out.mkdir()
+    summary = train_kg(triples_path=triples, out_dir=out, model=model, external_kg=COUNTRIES_S1,
+                       model_kwargs={"embedding_dim": dim}, training_kwargs={"num_epochs": 2, "batch_size": 256},
+                       seed=0)
+    return out, summary
+
+
+@needs_countries
+def test_train_kg_transe_on_countries(tmp_path):
+    out, summary = _train(tmp_path, "TransE", 8)
+    countries = read_triples_tsv(COUNTRIES_S1)
+    expected = {e for h, _, t in countries + TEXT_TRIPLES for e in (h, t)}
+
+    emb = load_file(out / "entity_embeddings.safetensors")["entity_embeddings"]
+    assert emb.dtype.is_floating_point and str(emb.dtype) == "torch.float32"
+    assert tuple(emb.shape) == (len(expected), 8)
+
+    index = pq.read_table(out / "entity_index.parquet")
+    assert index.schema.field("entity").type == pa.string() and index.schema.field("row").type == pa.int32()
+    assert sorted(index.column("row").to_pylist()) == list(range(len(expected)))
+    assert set(index.column("entity").to_pylist()) == expected  # text-only entities (kitchen) included
+
+    metrics = json.loads((out / "kg_metrics.json").read_text())
+    assert metrics == summary
+    assert metrics["model"] == "TransE" and metrics["embedding_dim"] == 8
+    assert metrics["num_entities"] == len(expected)
+    assert metrics["num_triples"] == len(set(countries + TEXT_TRIPLES))
+    assert metrics["num_relations"] == 2 + 3
+    assert sum(metrics["split"].values()) == metrics["num_triples"] and min(metrics["split"].values()) > 0
+    assert 0 <= metrics["mrr"] <= 1
+    assert 0 <= metrics["hits_at_1"] <= metrics["hits_at_3"] <= metrics["hits_at_10"] <= 1
+
+
+@needs_countries
+def test_train_kg_complex_model_exports_real_float32(tmp_path):
+    out, summary = _train(tmp_path, "RotatE", 4)
+    emb = load_file(out / "entity_embeddings.safetensors")["entity_embeddings"]
+    assert str(emb.dtype) == "torch.float32" and not emb.is_complex()
+    assert tuple(emb.shape) == (summary["num_entities"], 8)  # (re, im) per complex dimension
+    assert summary["embedding_dim"] == 8

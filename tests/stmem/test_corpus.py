@@ -1,0 +1,76 @@
+import hashlib
+
+import pyarrow.parquet as pq
+import pytest
+
+from stmem.corpus import CORPUS_SCHEMA, CorpusError, generate_demo, read_babi, read_corpus, write_corpus
+from stmem.corpus.babi import parse_babi_file
+
+DEMO = dict(train_stories=20, val_stories=3, test_stories=5, sentences_per_story=24, questions_per_story=4, seed=7)
+
+
+def test_demo_is_deterministic_and_answers_are_supported():
+    a, b = generate_demo(**DEMO), generate_demo(**DEMO)
+    assert [s.sentences for s in a] == [s.sentences for s in b]
+    assert [s.split for s in a].count("test") == 5
+    for s in a:
+        assert len(s.sentences) == 24 and len(s.questions) == 4
+        for answer, support in zip(s.answers, s.supporting):
+            # the answer word is in one of the supporting facts
+            assert any(answer in s.sentences[i] for i in support)
+    assert generate_demo(**{**DEMO, "seed": 8})[0].sentences != a[0].sentences
+
+
+def test_demo_answers_lie_far_back():
+    stories = generate_demo(**DEMO)
+    distances = [len(s.sentences) - max(sup) for s in stories for sup in s.supporting]
+    # most answers lie more than 4 sentences (about one 24-token segment) back
+    assert sum(d > 4 for d in distances) / len(distances) > 0.5
+
+
+def test_corpus_round_trip(tmp_path):
+    stories = generate_demo(**DEMO)
+    counts = write_corpus(stories, tmp_path / "c.parquet")
+    assert pq.read_schema(tmp_path / "c.parquet").equals(CORPUS_SCHEMA)
+    assert counts["questions"] == sum(len(s.questions) for s in stories)
+    assert read_corpus(tmp_path / "c.parquet") == stories
+
+
+def test_babi_reader_on_real_data(babi_dir):
+    path = babi_dir / "qa1_single-supporting-fact_train.txt"
+    assert hashlib.md5(path.read_bytes()).hexdigest() == "b3d2196a7dd5d8c65b2ddc17a34d76bd"
+    stories = read_babi(babi_dir, ["qa1", "qa2"], val_fraction=0.1, seed=0)
+    qa1 = [s for s in stories if s.task == "qa1"]
+    assert sum(len(s.questions) for s in qa1 if s.split in ("train", "val")) == 1000
+    assert sum(len(s.questions) for s in qa1 if s.split == "test") == 1000
+    assert 0 < sum(s.split == "val" for s in qa1) < 60
+    first = qa1[0]
+    assert first.sentences[0] == "Mary moved to the bathroom."
+    assert first.questions[0] == "Where is Mary?" and first.answers[0] == "bathroom"
+    assert first.question_positions[0] == 2 and first.supporting[0] == [0]
+
+
+@pytest.mark.parametrize("text, line, words", [
+    ("1 Mary moved to the bathroom.\nbroken line\n", 2, "malformed bAbI line"),
+    ("1 Mary went home.\n2 Where is Mary?\thome\n", 2, "malformed bAbI question"),
+    ("1 Mary went home.\n2 Where is Mary?\thome\t7\n", 2, "supporting fact"),
+    ("1 Mary went home.\n3 John left.\n", 2, "does not follow"),
+])
+def test_malformed_babi_names_file_and_line(tmp_path, text, line, words):
+    f = tmp_path / "qa1_x_train.txt"
+    f.write_text(text)
+    with pytest.raises(CorpusError) as err:
+        parse_babi_file(f, "qa1", "train")
+    assert f"{f}:{line}:" in str(err.value) and words in str(err.value)
+
+
+def test_empty_and_missing_corpus(tmp_path):
+    (tmp_path / "qa1_x_train.txt").write_text("")
+    with pytest.raises(CorpusError, match="empty corpus"):
+        read_babi(tmp_path, ["qa1"])
+    with pytest.raises(CorpusError, match="no bAbI file for task 'qa9'"):
+        read_babi(tmp_path, ["qa9"])
+    with pytest.raises(CorpusError, match="directory not found"):
+        read_babi(tmp_path / "missing", ["qa1"])
+    with pytest.raises(CorpusError, match="empty corpus"):
+        write_corpus([], tmp_path / "c.parquet")

@@ -1,0 +1,121 @@
+"""The model's memory is written from the input, read in later segments, and learns."""
+import random
+
+import pytest
+import torch
+
+from stmem.batch import collate
+from stmem.config import ModelConfig
+from stmem.model import GatedSlotMemory, MemoryQA, Vocab
+
+VOCAB = Vocab(vocab_size=40, pad_id=0, bos_id=2, eos_id=3, segment_len=6, max_question_len=4, max_answer_len=2,
+              num_entities=5, entity_dim=4)
+
+
+def tiny(memory=True, kg_fusion=False, seed=0, **kw) -> MemoryQA:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, memory_slots=4, dropout=0.0,
+                      memory=memory, kg_fusion=kg_fusion, **kw)
+    return MemoryQA(cfg, VOCAB, torch.randn(5, 4) if kg_fusion else None).eval()
+
+
+def example(first_segment, last_segment=(10, 11, 12, 13, 14, 15), question=(20, 21), answer=(30,)):
+    return {"segments": [list(first_segment), list(last_segment)], "segment_entities": [[0] * 6, [0] * 6],
+            "question": list(question), "question_entities": [0] * len(question), "answer_ids": [*answer, 3]}
+
+
+def test_memory_carries_earlier_segments():
+    model = tiny()
+    a = collate([example([4, 5, 6, 7, 8, 9])], 0, 6)
+    b = collate([example([5, 5, 5, 5, 5, 5])], 0, 6)  # only the first segment differs
+    mem_a = model.read_context(a["segments"], a["segment_entities"])
+    mem_b = model.read_context(b["segments"], b["segment_entities"])
+    assert not torch.allclose(mem_a, mem_b, atol=1e-5)
+    assert not torch.allclose(model(a), model(b), atol=1e-5)
+
+
+def test_memory_off_sees_only_the_last_segment():
+    model = tiny(memory=False)
+    a = collate([example([4, 5, 6, 7, 8, 9])], 0, 6)
+    b = collate([example([5, 5, 5, 5, 5, 5])], 0, 6)
+    assert torch.allclose(model(a), model(b))
+    c = collate([example([4, 5, 6, 7, 8, 9], last_segment=[16] * 6)], 0, 6)
+    assert not torch.allclose(model(a), model(c))
+
+
+def test_memory_starts_empty_and_empty_segments_leave_it_alone():
+    model = tiny()
+    empty = torch.zeros(1, 3, 6, dtype=torch.long)
+    # nothing read -> nothing in memory: no learned constant stands in for it
+    assert torch.count_nonzero(model.read_context(empty, empty)) == 0
+    short = collate([{**example([4] * 6), "segments": [[4] * 6]}, example([4] * 6)], 0, 6)
+    # the first story has one segment, padded in front with an empty one
+    assert short["segments"][0, 0].eq(0).all()
+    alone = collate([{**example([4] * 6), "segments": [[4] * 6]}], 0, 6)
+    mem_padded = model.read_context(short["segments"][:1], short["segment_entities"][:1])
+    mem_alone = model.read_context(alone["segments"], alone["segment_entities"])
+    assert torch.allclose(mem_padded, mem_alone, atol=1e-6)
+
+
+def test_gate_blends_candidate_and_previous_memory():
+    torch.manual_seed(0)
+    mem = GatedSlotMemory(hidden=8, slots=2, heads=2)
+    prev, states = torch.randn(1, 2, 8), torch.randn(1, 5, 8)
+    pad = torch.zeros(1, 5, dtype=torch.bool)
+    with torch.no_grad():
+        mem.gate.weight.zero_()
+        mem.gate.bias.fill_(-30.0)  # g ~ 0: keep c_{t-1}
+        assert torch.allclose(mem(prev, states, pad), prev, atol=1e-6)
+        mem.gate.bias.fill_(30.0)  # g ~ 1: take the candidate written from the segment
+        out = mem(prev, states, pad)
+        assert not torch.allclose(out, prev, atol=1e-3)
+        assert torch.allclose(out, mem(prev, states * 1.0, pad))
+
+
+def test_kg_fusion_changes_only_linked_tokens():
+    model = tiny(kg_fusion=True)
+    ids = torch.tensor([[4, 5, 6]])
+    x0 = model._embed(ids, torch.tensor([[0, 0, 0]]))
+    x1 = model._embed(ids, torch.tensor([[0, 2, 0]]))
+    assert torch.allclose(x0[:, [0, 2]], x1[:, [0, 2]])
+    assert not torch.allclose(x0[:, 1], x1[:, 1])
+    assert torch.equal(x0, model.word_embeddings(ids))  # unlinked tokens are untouched
+
+
+def _memory_task(n, seed):
+    """The answer is the token at a random place in segment 1 of 3; later segments are noise."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        key = rng.randint(30, 37)
+        first = [rng.randint(10, 19) for _ in range(6)]
+        first[rng.randrange(6)] = key
+        noise = [[rng.randint(10, 19) for _ in range(6)] for _ in range(2)]
+        rows.append({"segments": [first, *noise], "segment_entities": [[0] * 6] * 3, "question": [20, 21],
+                     "question_entities": [0, 0], "answer_ids": [key, 3]})
+    return rows
+
+
+def _accuracy_after_training(memory: bool) -> float:
+    torch.manual_seed(0)
+    model = tiny(memory=memory).train()
+    train, test = _memory_task(2048, 0), _memory_task(128, 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for epoch in range(8):
+        for i in range(0, len(train), 32):
+            loss = model(collate(train[i:i + 32], 0, 6))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    preds = model.generate(collate(test, 0, 6))
+    return sum(p == r["answer_ids"][:-1] for p, r in zip(preds, test)) / len(test)
+
+
+@pytest.mark.timeout(300)
+def test_memory_model_learns_what_only_memory_can_answer():
+    with_memory = _accuracy_after_training(memory=True)
+    without = _accuracy_after_training(memory=False)
+    # 8 possible answers: chance is 12.5%
+    assert with_memory >= 0.9, with_memory
+    assert without <= 0.3, without

@@ -1,0 +1,267 @@
+"""Registering checkpoints in a real MLflow store (sqlite), loading and serving them."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "MLFLOW_ENABLE_ASYNC_LOGGING": "false"}
+MLFLOW_BIN = str(Path(sys.executable).parent / "mlflow")
+STORY = "Mary moved to the bathroom.\nJohn went to the hallway."
+SENTENCES = [
+    "Mary moved to the bathroom.", "John went to the hallway.", "Daniel journeyed to the office.",
+    "Sandra travelled to the garden.", "Where is Mary?", "Where is John?", "bathroom hallway office garden",
+]
+NAME = "stmem-qa-test"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _mlflow_env():
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in ENV.items():
+            mp.setenv(k, v)
+        yield
+
+
+def _make_checkpoint(out: Path) -> Path:
+    import torch
+
+    from stmem.checkpoint import save_checkpoint
+    from stmem.config import ModelConfig
+    from stmem.dataset import train_tokenizer
+    from stmem.model import MemoryQA, Vocab
+
+    torch.manual_seed(0)
+    tok = train_tokenizer(SENTENCES * 3, vocab_size=60)
+    cfg = ModelConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, memory_slots=2, kg_fusion=False)
+    vocab = Vocab(vocab_size=tok.get_vocab_size(), pad_id=tok.token_to_id("[PAD]"), bos_id=tok.token_to_id("[CLS]"),
+                  eos_id=tok.token_to_id("[SEP]"), segment_len=8, max_question_len=8, max_answer_len=3)
+    out.mkdir(parents=True)
+    save_checkpoint(MemoryQA(cfg, vocab), out, spacy_model="en_core_web_sm")
+    tok.save(str(out / "tokenizer.json"))
+    (out / "eval.json").write_text(json.dumps({"exact_match": 0.5}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return _make_checkpoint(tmp_path_factory.mktemp("ckpt") / "train")
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory, checkpoint):
+    """Three registrations (exact_match 0.5, 0.3, 0.8) and the aliases after each."""
+    from mlflow import MlflowClient
+
+    from stmem.registry import default_tracking_uri, register_model
+
+    run_dir = tmp_path_factory.mktemp("run")
+    manifest = run_dir / "train" / "manifest.json"
+    manifest.parent.mkdir()
+    manifest.write_text("{}")
+    uri = default_tracking_uri(run_dir)
+    client = MlflowClient(uri, registry_uri=uri)
+    results, aliases = [], []
+    for em in (0.5, 0.3, 0.8):
+        results.append(register_model(
+            checkpoint_dir=checkpoint, tracking_uri=uri, experiment="stmem-test", model_name=NAME,
+            metric="eval.exact_match", params={"model": {"hidden_size": 16, "kg_fusion": False}, "seed": 0},
+            metrics={"eval": {"exact_match": em, "n": 10, "note": "text"}},
+            artifacts=[checkpoint / "eval.json", manifest], artifact_root=run_dir / "mlartifacts"))
+        aliases.append({k: int(v) for k, v in client.get_registered_model(NAME).aliases.items()})
+    return {"run_dir": run_dir, "uri": uri, "client": client, "results": results, "aliases": aliases}
+
+
+def test_default_tracking_uri(tmp_path):
+    from stmem.registry import default_tracking_uri
+
+    assert default_tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+
+
+def test_champion_and_challenger(registered):
+    r1, r2, r3 = registered["results"]
+    assert (r1["version"], r1["alias"], r1["champion_version"], r1["metric"]) == (1, "champion", 1, 0.5)
+    assert r1["model_uri"] == f"models:/{NAME}/1"
+    assert registered["aliases"][0] == {"champion": 1}
+    # worse: stays challenger, champion unchanged
+    assert (r2["version"], r2["alias"], r2["champion_version"]) == (2, "challenger", 1)
+    assert registered["aliases"][1] == {"champion": 1, "challenger": 2}
+    # better: becomes champion; the older challenger is stale and loses its alias
+    assert (r3["version"], r3["alias"], r3["champion_version"], r3["metric"]) == (3, "champion", 3, 0.8)
+    assert registered["aliases"][2] == {"champion": 3}
+
+    run = registered["client"].get_run(r2["run_id"])
+    assert run.data.metrics == {"eval.exact_match": 0.3, "eval.n": 10.0}
+    assert run.data.params == {"model.hidden_size": "16", "model.kg_fusion": "false", "seed": "0"}
+    assert run.info.artifact_uri.startswith((registered["run_dir"] / "mlartifacts").as_uri())
+    logged = {f.path for d in registered["client"].list_artifacts(r2["run_id"], "stage_artifacts")
+              for f in registered["client"].list_artifacts(r2["run_id"], d.path)}
+    assert logged == {"stage_artifacts/train/eval.json", "stage_artifacts/train/manifest.json"}
+
+
+def test_unknown_metric_is_rejected(registered, checkpoint):
+    from stmem.registry import register_model
+
+    with pytest.raises(ValueError, match="accuracy"):
+        register_model(checkpoint_dir=checkpoint, tracking_uri=registered["uri"], experiment="stmem-test",
+                       model_name=NAME, metric="accuracy", params={}, metrics={"exact_match": 1.0})
+
+
+def test_logged_model_holds_no_pickles(registered, tmp_path):
+    import mlflow
+
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}/1", dst_path=str(tmp_path),
+                                                     tracking_uri=registered["uri"]))
+    files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
+    assert {"MLmodel", "pyfunc_model.py", "requirements.txt", "input_example.json",
+            "artifacts/checkpoint/model.safetensors", "artifacts/checkpoint/model_config.json",
+            "artifacts/checkpoint/tokenizer.json", "artifacts/checkpoint/eval.json",
+            "code/stmem/inference.py"} <= files
+    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".pyc"))]
+    mlmodel = (local / "MLmodel").read_text()
+    assert "python_model.pkl" not in mlmodel and "model_code_path" in mlmodel
+    reqs = (local / "requirements.txt").read_text().split()
+    assert any(r.startswith("torch==") and "+" not in r for r in reqs) and any(r.startswith("mlflow==") for r in reqs)
+
+
+def test_bad_input_is_rejected():
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from stmem.pyfunc_model import validate_input
+
+    assert validate_input(pd.DataFrame({"context": ["a."], "question": ["b?"]})) == (["a."], ["b?"])
+    for frame, words in [(pd.DataFrame({"context": ["a."]}), ["question"]),
+                         (pd.DataFrame({"context": ["a.", " "], "question": ["b?", "c?"]}), ["context", "row 1"]),
+                         (pd.DataFrame({"context": ["a."], "question": [3]}), ["question", "row 0"])]:
+        with pytest.raises(MlflowException) as e:
+            validate_input(frame)
+        assert e.value.get_http_status_code() == 400
+        assert all(w in e.value.message for w in words)
+
+
+def test_champion_loads_in_fresh_process(registered, tmp_path):
+    code = ("import json, mlflow, pandas as pd\n"
+            f"m = mlflow.pyfunc.load_model('models:/{NAME}@champion')\n"
+            f"out = m.predict(pd.DataFrame({{'context': [{STORY!r}], 'question': ['Where is Mary?']}}))\n"
+            "import stmem; print(json.dumps({'answer': out['answer'].tolist(), 'stmem': stmem.__file__}))\n")
+    env = {**os.environ, **ENV, "MLFLOW_TRACKING_URI": registered["uri"]}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(out["answer"]) == 1 and isinstance(out["answer"][0], str)
+    assert "/code/stmem/" in out["stmem"]  # the code bundled with the model, not the working tree
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
+    # the CLIs exec uvicorn from PATH: put this venv's bin first
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return subprocess.Popen(cmd, env={**os.environ, **ENV, "PATH": path, **env}, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop the server and the workers it started (its own process group)."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+    # workers left in the group after the leader exited
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait_http(proc: subprocess.Popen, url: str, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{url} not up after {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def _post(url: str, payload: dict) -> tuple[int, str]:
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+@pytest.mark.slow
+def test_models_serve(registered, tmp_path):
+    port, log = _free_port(), tmp_path / "serve.log"
+    proc = _start([MLFLOW_BIN, "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager", "local",
+                   "-h", "127.0.0.1", "-p", str(port), "-w", "1"], {"MLFLOW_TRACKING_URI": registered["uri"]}, log)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_http(proc, f"{base}/ping", log)
+        status, body = _post(f"{base}/invocations", {"dataframe_split": {
+            "columns": ["context", "question"], "data": [[STORY, "Where is Mary?"]]}})
+        assert status == 200, body
+        predictions = json.loads(body)["predictions"]
+        assert len(predictions) == 1 and isinstance(predictions[0]["answer"], str)
+
+        status, body = _post(f"{base}/invocations", {"dataframe_split": {"columns": ["context"], "data": [[STORY]]}})
+        assert status == 400, body
+        assert "question" in json.loads(body)["message"]
+
+        status, body = _post(f"{base}/invocations", {"dataframe_split": {
+            "columns": ["context", "question"], "data": [[STORY, "   "]]}})
+        assert status == 400, body
+        assert "question" in json.loads(body)["message"] and "row 0" in json.loads(body)["message"]
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.slow
+def test_register_with_tracking_server(tmp_path, checkpoint):
+    from mlflow import MlflowClient
+
+    from stmem.registry import register_model
+
+    port, log = _free_port(), tmp_path / "server.log"
+    proc = _start([MLFLOW_BIN, "server", "--backend-store-uri", f"sqlite:///{tmp_path}/srv.db",
+                   "--artifacts-destination", str(tmp_path / "art"), "--host", "127.0.0.1", "--port", str(port),
+                   "--workers", "1"], {}, log)
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        _wait_http(proc, f"{uri}/health", log)
+        result = register_model(checkpoint_dir=checkpoint, tracking_uri=uri, experiment="srv", model_name="srv-qa",
+                                metric="exact_match", params={"a": 1}, metrics={"exact_match": 0.4})
+        assert result["alias"] == "champion" and result["version"] == 1
+        client = MlflowClient(uri, registry_uri=uri)
+        assert int(client.get_model_version_by_alias("srv-qa", "champion").version) == 1
+        assert any((tmp_path / "art").rglob("model.safetensors"))  # proxied to the server's artifact store
+    finally:
+        _stop(proc)
