@@ -37,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def _print_summary(run_dir: Path) -> None:
     layout = RunLayout(run_dir)
     print("\nstage summaries:")
@@ -44,7 +48,7 @@ def _print_summary(run_dir: Path) -> None:
         manifest = layout.stage_dir(stage) / "manifest.json"
         if manifest.exists():
             m = json.loads(manifest.read_text())
-            figures = ", ".join(f"{k}={v}" for k, v in m["summary"].items() if not isinstance(v, (dict, list)))
+            figures = ", ".join(f"{k}={_fmt(v)}" for k, v in m["summary"].items() if not isinstance(v, (dict, list)))
             print(f"  {stage:<8} {m['seconds']:7.1f}s  {figures}")
     ev = layout.stage_dir("train") / "eval.json"
     if ev.exists():

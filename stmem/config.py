@@ -42,18 +42,41 @@ class DemoCorpusConfig(_Section):
     seed: int = 7
 
 
+class BabilongConfig(_Section):
+    # Pad bAbI stories with distractor sentences (stmem/corpus/babilong.py) so
+    # the context before each story's last question is about
+    # factor * segment_len whitespace words.
+    segment_len: int = Field(24, ge=1)
+    factor: float = Field(4.0, gt=0)  # e.g. 1, 4, 16, 64
+    seed: int = 7
+
+
+class CountriesConfig(_Section):
+    # Travel stories asking for a person's region/subregion (stmem/corpus/countries.py).
+    train_stories: int = Field(600, ge=1)
+    val_stories: int = Field(60, ge=1)
+    test_stories: int = Field(100, ge=1)
+    sentences_per_story: int = Field(12, ge=2)
+    questions_per_story: int = Field(2, ge=1)
+    test_country_fraction: float = Field(0.2, gt=0, lt=1)  # countries seen only in test
+    seed: int = 7
+
+
 class CorpusConfig(_Section):
-    format: Literal["demo", "babi"] = "demo"
-    # babi: a directory such as ../shared/data/babi/en-10k, read with `tasks`.
+    format: Literal["demo", "babi", "babilong", "countries"] = "demo"
+    # babi, babilong: a directory such as ../shared/data/babi/en-10k, read with
+    # `tasks`; countries: the Countries KG directory, e.g. ../shared/data/countries.
     path: str | None = None
     tasks: list[str] = Field(default_factory=lambda: ["qa1"])  # babi task ids
     val_fraction: float = Field(0.1, gt=0, lt=1)  # held out of the train file
     demo: DemoCorpusConfig = DemoCorpusConfig()
+    babilong: BabilongConfig = BabilongConfig()
+    countries: CountriesConfig = CountriesConfig()
 
     @model_validator(mode="after")
     def _babi_needs_path(self) -> "CorpusConfig":
-        if self.format == "babi" and not self.path:
-            raise ValueError("corpus.path is required when corpus.format is 'babi'")
+        if self.format in ("babi", "babilong", "countries") and not self.path:
+            raise ValueError(f"corpus.path is required when corpus.format is '{self.format}'")
         return self
 
 
@@ -65,7 +88,7 @@ class ExtractConfig(_Section):
 class KGConfig(_Section):
     model: str = "TransE"  # any PyKEEN model name
     model_kwargs: dict[str, Any] = Field(default_factory=lambda: {"embedding_dim": 32})
-    training_kwargs: dict[str, Any] = Field(default_factory=lambda: {"num_epochs": 100, "batch_size": 64})
+    training_kwargs: dict[str, Any] = Field(default_factory=lambda: {"num_epochs": 40, "batch_size": 64})
     optimizer_kwargs: dict[str, Any] = Field(default_factory=lambda: {"lr": 0.01})
     external_kg: str | None = None  # head<TAB>relation<TAB>tail file
     split_ratios: list[float] = Field(default_factory=lambda: [0.8, 0.1, 0.1])
@@ -89,6 +112,9 @@ class ModelConfig(_Section):
     decoder_layers: int = Field(1, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
     memory: bool = True  # False: the model sees only the last segment
+    # gated: slots written through g_t = sigmoid(W_g[h_t, c_{t-1}]);
+    # rmt: Recurrent Memory Transformer, the slots' encoder outputs become the next memory
+    memory_type: Literal["gated", "rmt"] = "gated"
     memory_slots: int = Field(8, ge=1)
     kg_fusion: bool = True
     pretrained_encoder: str | None = None  # a local directory for AutoModel

@@ -62,7 +62,8 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=[PAD, UNK, BOS, EOS])
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=[PAD, UNK, BOS, EOS],
+                                       show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
     return tok
 

@@ -28,6 +28,19 @@ def predict_answers(model: MemoryQA, examples: list[dict], tokenizer: Tokenizer,
     return answers
 
 
+@torch.no_grad()
+def mean_loss(model: MemoryQA, examples: list[dict], *, batch_size: int, device: torch.device) -> float:
+    """Teacher-forced answer cross-entropy, averaged over batches."""
+    was_training = model.training
+    model.eval()
+    losses = []
+    for i in range(0, len(examples), batch_size):
+        batch = collate(examples[i:i + batch_size], model.vocab.pad_id, model.vocab.segment_len)
+        losses.append(model(to_device(batch, device)).item())
+    model.train(was_training)
+    return sum(losses) / max(1, len(losses))
+
+
 def exact_match(model: MemoryQA, examples: list[dict], tokenizer: Tokenizer, *, batch_size: int,
                 device: torch.device) -> dict:
     """``{"accuracy", "per_task": {task: acc}, "mean_error", "failed_tasks", "n"}``.

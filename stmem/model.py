@@ -9,7 +9,9 @@ what the segment said into the slots:
     g_t  = sigmoid(W_g [c~_t, c_{t-1}])
     c_t  = g_t * c~_t + (1 - g_t) * c_{t-1}
 
-c_0 is zero: everything in memory was written from the input. The question
+c_0 is zero: everything in memory was written from the input. With
+``memory_type: rmt`` the slots are Recurrent Memory Transformer tokens
+instead: their encoder outputs are the next segment's memory, no gate. The question
 is encoded the same way, after the last segment, and a small transformer
 decoder generates the answer from its encoder states. Tokens linked to a KG
 entity get that entity's (frozen) embedding projected and added through a
@@ -106,7 +108,7 @@ class MemoryQA(nn.Module):
             ), add_pooling_layer=False)
         hidden = self.encoder.config.hidden_size
         heads = self.encoder.config.num_attention_heads
-        self.memory = GatedSlotMemory(hidden, cfg.memory_slots, heads)
+        self.memory = GatedSlotMemory(hidden, cfg.memory_slots, heads) if cfg.memory_type == "gated" else None
         self.fusion = None
         if cfg.kg_fusion:
             if entity_embeddings is None:
@@ -147,7 +149,10 @@ class MemoryQA(nn.Module):
             if not has_tokens.any():
                 continue
             states, pad = self._encode(memory, ids, seg_ents[:, t])
-            written = self.memory(memory, states, pad)
+            if self.cfg.memory_type == "rmt":
+                written = states[:, : memory.shape[1]]  # RMT: memory tokens' outputs carry on
+            else:
+                written = self.memory(memory, states, pad)
             memory = torch.where(has_tokens[:, None, None], written, memory)
         return memory
 

@@ -20,6 +20,7 @@ import math
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -37,6 +38,21 @@ _CKPT_OPTIONAL = (ENTITY_INDEX, "eval.json", "manifest.json")
 _INPUT_EXAMPLE = {"context": "Mary moved to the bathroom.\nJohn went to the hallway.", "question": "Where is Mary?"}
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 _METRIC_KEY_BAD = re.compile(r"[^A-Za-z0-9_\-. /]")
+
+
+def _log_pyfunc(ckpt: Path, code_paths: list[str], input_example, fusion: bool, config: dict, model_name: str):
+    import mlflow
+
+    return mlflow.pyfunc.log_model(
+        name=MODEL_NAME_IN_RUN,
+        python_model=str(PYFUNC_CODE),
+        artifacts={"checkpoint": str(ckpt)},
+        code_paths=code_paths,
+        signature=_signature(),
+        input_example=input_example,
+        pip_requirements=_requirements(fusion, config.get("spacy_model")),
+        registered_model_name=model_name,
+    )
 
 
 def default_tracking_uri(run_dir: Path | str) -> str:
@@ -214,16 +230,10 @@ def register_model(*, checkpoint_dir: Path, tracking_uri: str, experiment: str, 
                     mlflow.log_artifacts(str(path), artifact_path=f"{sub}/{path.name}")
                 else:
                     mlflow.log_artifact(str(path), artifact_path=sub)
-            info = mlflow.pyfunc.log_model(
-                name=MODEL_NAME_IN_RUN,
-                python_model=str(PYFUNC_CODE),
-                artifacts={"checkpoint": str(ckpt)},
-                code_paths=code_paths,
-                signature=_signature(),
-                input_example=input_example,
-                pip_requirements=_requirements(fusion, config.get("spacy_model")),
-                registered_model_name=model_name,
-            )
+            with warnings.catch_warnings():
+                # The signature below does the validation that type hints would.
+                warnings.filterwarnings("ignore", message=".*type hints to the `predict` method")
+                info = _log_pyfunc(ckpt, code_paths, input_example, fusion, config, model_name)
     version = str(info.registered_model_version)
     client.set_model_version_tag(model_name, version, "metric", metric)
     client.set_model_version_tag(model_name, version, "metric_value", repr(value))

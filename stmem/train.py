@@ -24,7 +24,7 @@ from stmem.batch import collate
 from stmem.checkpoint import ENTITY_INDEX, TOKENIZER, save_checkpoint
 from stmem.config import ModelConfig, TrainConfig
 from stmem.dataset import load_tokenizer
-from stmem.evaluate import exact_match, to_device
+from stmem.evaluate import exact_match, mean_loss, to_device
 from stmem.model import MemoryQA, Vocab
 
 
@@ -82,7 +82,7 @@ def fit(*, dataset_dir: Path, out_dir: Path, model_cfg: ModelConfig, train_cfg: 
     evaluate = lambda split: exact_match(model, splits[split], tokenizer, batch_size=4 * train_cfg.batch_size,
                                          device=device)
 
-    history, best, best_state, stale = [], -1.0, None, 0
+    history, best, best_state, stale, best_loss = [], -1.0, None, 0, float("inf")
     started = time.time()
     tokens_seen = 0
     order = list(range(len(splits["train"])))
@@ -105,15 +105,26 @@ def fit(*, dataset_dir: Path, out_dir: Path, model_cfg: ModelConfig, train_cfg: 
             tokens_seen += int((batch["segments"] != vocab.pad_id).sum()) + batch["question"].numel()
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         val = evaluate("val") if splits["val"] else {"accuracy": 0.0}
-        history.append({"epoch": epoch, "loss": sum(losses) / len(losses), "val_accuracy": val["accuracy"]})
+        val_loss = mean_loss(model, splits["val"], batch_size=4 * train_cfg.batch_size, device=device) \
+            if splits["val"] else float("nan")
+        history.append({"epoch": epoch, "loss": sum(losses) / len(losses), "val_loss": val_loss,
+                        "val_accuracy": val["accuracy"]})
         if train_cfg.progress:
-            print(f"epoch {epoch}: loss {history[-1]['loss']:.4f}  val exact-match {val['accuracy']:.3f}", flush=True)
+            print(f"epoch {epoch}: loss {history[-1]['loss']:.4f}  val loss {val_loss:.4f}  "
+                  f"val exact-match {val['accuracy']:.3f}", flush=True)
+        # Keep the weights of the best validation accuracy. Stop only when
+        # neither accuracy nor loss has improved for `patience` epochs: memory
+        # models sit on a plateau of chance accuracy while the loss still
+        # falls, before they learn to use the memory.
         if val["accuracy"] > best:
-            best, best_state, stale = val["accuracy"], copy.deepcopy(model.state_dict()), 0
+            best, best_state = val["accuracy"], copy.deepcopy(model.state_dict())
+        if val["accuracy"] >= best or val_loss < best_loss - 1e-4:
+            stale = 0
         else:
             stale += 1
             if stale >= train_cfg.patience:
                 break
+        best_loss = min(best_loss, val_loss)
     train_seconds = time.time() - started
     model.load_state_dict(best_state)
 

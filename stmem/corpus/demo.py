@@ -1,8 +1,8 @@
 """The project's own demo corpus: deterministic bAbI-style stories.
 
 People move between places and pick up and drop objects. Questions come at
-the end of each long story and ask where a person or an object is now; the
-fact that answers them usually lies many sentences back, so a model that
+evenly spaced points of each story and ask where a person or an object is
+now, choosing the thing whose last fact lies furthest back, so a model that
 reads the story in short segments has to carry it in memory.
 """
 from __future__ import annotations
@@ -28,6 +28,10 @@ def _story(rng: random.Random, story_id: str, split: str, n_sentences: int, n_qu
     dropped: dict[str, tuple[str, list[int]]] = {}  # object -> (place, supporting facts)
     took_fact: dict[str, int] = {}
     sentences: list[str] = []
+    story = Story(story_id=story_id, task="demo", split=split)
+    # As in bAbI, questions come during the story, here at evenly spaced points,
+    # so contexts range from a segment or two to the whole story.
+    ask_at = {round(n_sentences * (i + 1) / n_questions) for i in range(n_questions)}
     while len(sentences) < n_sentences:
         person = rng.choice(people)
         carrying = [o for o, p in holder.items() if p == person]
@@ -49,27 +53,26 @@ def _story(rng: random.Random, story_id: str, split: str, n_sentences: int, n_qu
             where[person] = place
             where_fact[person] = len(sentences)
             sentences.append(f"{person} {rng.choice(MOVES)} the {place}.")
-
-    # Candidate questions with their answer and supporting facts; prefer the
-    # ones whose last supporting fact lies furthest back.
-    candidates: list[tuple[str, str, list[int]]] = []
-    for p, place in where.items():
-        candidates.append((f"Where is {p}?", place, [where_fact[p]]))
-    for obj in objects:
-        if obj in holder:
-            p = holder[obj]
-            candidates.append((f"Where is the {obj}?", where[p], sorted({took_fact[obj], where_fact[p]})))
-        elif obj in dropped:
-            place, support = dropped[obj]
-            candidates.append((f"Where is the {obj}?", place, support))
-    rng.shuffle(candidates)
-    candidates.sort(key=lambda c: max(c[2]))
-    chosen = candidates[: min(n_questions, len(candidates))]
-    return Story(
-        story_id=story_id, task="demo", split=split, sentences=sentences,
-        questions=[q for q, _, _ in chosen], answers=[a for _, a, _ in chosen],
-        question_positions=[len(sentences)] * len(chosen), supporting=[s for _, _, s in chosen],
-    )
+        if len(sentences) not in ask_at:
+            continue
+        candidates: list[tuple[str, str, list[int]]] = []
+        for p, place in where.items():
+            candidates.append((f"Where is {p}?", place, [where_fact[p]]))
+        for obj in objects:
+            if obj in holder:
+                p = holder[obj]
+                candidates.append((f"Where is the {obj}?", where[p], sorted({took_fact[obj], where_fact[p]})))
+            elif obj in dropped:
+                candidates.append((f"Where is the {obj}?", *dropped[obj]))
+        # Ask about the fact that lies furthest back (ties broken at random).
+        rng.shuffle(candidates)
+        question, answer, support = min(candidates, key=lambda c: max(c[2]))
+        story.questions.append(question)
+        story.answers.append(answer)
+        story.question_positions.append(len(sentences))
+        story.supporting.append(support)
+    story.sentences = sentences
+    return story
 
 
 def generate_demo(*, train_stories: int, val_stories: int, test_stories: int,

@@ -5,6 +5,8 @@ from pathlib import Path
 
 from stmem.config import CorpusConfig
 from stmem.corpus.babi import read_babi
+from stmem.corpus.babilong import add_distractors
+from stmem.corpus.countries import generate_countries_stories
 from stmem.corpus.demo import generate_demo
 from stmem.corpus.schema import write_corpus
 
@@ -13,6 +15,10 @@ def ingest(cfg: CorpusConfig, out_path: Path, *, seed: int = 0) -> dict:
     """Read (or generate) the corpus and write ``corpus.parquet``; returns counts."""
     if cfg.format == "demo":
         stories = generate_demo(**cfg.demo.model_dump())
+    elif cfg.format == "countries":
+        stories = generate_countries_stories(countries_dir=cfg.path, **cfg.countries.model_dump())
     else:
         stories = read_babi(cfg.path, cfg.tasks, val_fraction=cfg.val_fraction, seed=seed)
+        if cfg.format == "babilong":
+            stories = add_distractors(stories, **cfg.babilong.model_dump())
     return write_corpus(stories, out_path)

@@ -119,3 +119,16 @@ def test_memory_model_learns_what_only_memory_can_answer():
     # 8 possible answers: chance is 12.5%
     assert with_memory >= 0.9, with_memory
     assert without <= 0.3, without
+
+
+def test_rmt_memory_tokens_carry_earlier_segments():
+    model = tiny(memory_type="rmt")
+    assert model.memory is None
+    a = collate([example([4, 5, 6, 7, 8, 9])], 0, 6)
+    b = collate([example([5, 5, 5, 5, 5, 5])], 0, 6)
+    mem_a = model.read_context(a["segments"], a["segment_entities"])
+    mem_b = model.read_context(b["segments"], b["segment_entities"])
+    # at initialisation the weights are small (std 0.02), and so is the difference
+    assert (mem_a - mem_b).abs().max() > 1e-4
+    empty = torch.zeros(1, 2, 6, dtype=torch.long)
+    assert torch.count_nonzero(model.read_context(empty, empty)) == 0

@@ -1,0 +1,66 @@
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from stmem.corpus import Story, write_corpus
+from stmem.dataset import EXAMPLE_SCHEMA, build_dataset, load_tokenizer, normalize_answer, segment
+
+
+def test_segments_are_aligned_to_the_end_and_keep_the_newest():
+    ids = list(range(10))
+    segs, ents = segment(ids, [0] * 10, 4, 8)
+    assert segs == [[0, 1], [2, 3, 4, 5], [6, 7, 8, 9]]  # the last segment is full
+    segs, _ = segment(ids, [0] * 10, 4, 2)
+    assert segs == [[2, 3, 4, 5], [6, 7, 8, 9]]
+    assert segment([], [], 4, 3) == ([], [])
+
+
+def test_normalize_answer():
+    assert normalize_answer("Milk , Football") == "milk,football"
+    assert normalize_answer(" n,w ") == "n,w"
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    stories = [
+        Story("s/train/0", "t", "train", ["Mary moved to the kitchen.", "John went to the garden."],
+              ["Where is Mary?"], ["kitchen"], [2], [[0]]),
+        Story("s/test/0", "t", "test", ["Mary moved to the garden."], ["Where is Mary?"], ["garden"], [1], [[0]]),
+    ]
+    write_corpus(stories, tmp_path / "corpus.parquet")
+    mentions = [("s/train/0", "sentence", 0, 0, 4, "mary"), ("s/train/0", "sentence", 0, 17, 24, "kitchen"),
+                ("s/train/0", "question", 0, 9, 13, "mary"), ("s/test/0", "sentence", 0, 0, 4, "mary"),
+                ("s/train/0", "sentence", 1, 0, 4, "john")]  # john is not in the entity index
+    cols = list(zip(*mentions))
+    pq.write_table(pa.table({"story_id": cols[0], "source": cols[1], "index": pa.array(cols[2], pa.int32()),
+                             "start": pa.array(cols[3], pa.int32()), "end": pa.array(cols[4], pa.int32()),
+                             "entity": cols[5]}), tmp_path / "mentions.parquet")
+    pq.write_table(pa.table({"entity": ["kitchen", "mary"], "row": pa.array([0, 1], pa.int32())}),
+                   tmp_path / "entity_index.parquet")
+    (tmp_path / "out").mkdir()
+    return tmp_path
+
+
+def test_build_dataset_links_entities_and_segments(inputs):
+    out = inputs / "out"
+    summary = build_dataset(corpus_path=inputs / "corpus.parquet", mentions_path=inputs / "mentions.parquet",
+                            entity_index_path=inputs / "entity_index.parquet", out_dir=out, segment_len=4,
+                            max_segments=8, vocab_size=500)
+    assert summary["train_examples"] == 1 and summary["test_examples"] == 1 and summary["val_examples"] == 0
+    tok = load_tokenizer(out / "tokenizer.json")
+    row = pq.read_table(out / "train.parquet").to_pylist()[0]
+    assert pq.read_schema(out / "train.parquet").equals(EXAMPLE_SCHEMA)
+    flat = [t for s in row["segments"] for t in s]
+    ents = [e for s in row["segment_entities"] for e in s]
+    words = [tok.id_to_token(t) for t in flat]
+    assert words[:6] == ["mary", "moved", "to", "the", "kitchen", "."]
+    # mary is row 1 -> id 2, kitchen row 0 -> id 1; john is unknown to the KG -> 0
+    assert ents[:6] == [2, 0, 0, 0, 1, 0] and ents[words.index("john")] == 0
+    assert all(len(s) == 4 for s in row["segments"][1:])  # end-aligned: only the first may be short
+    assert [tok.id_to_token(t) for t in row["question"]] == ["where", "is", "mary", "?"]
+    assert row["question_entities"] == [0, 0, 2, 0]
+    info = json.loads((out / "dataset_info.json").read_text())
+    assert row["answer_ids"][-1] == info["eos_id"] and tok.decode(row["answer_ids"][:-1]) == "kitchen"
+    assert info["num_entities"] == 2 and info["segment_len"] == 4
