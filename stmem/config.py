@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import warnings
 
@@ -105,6 +105,9 @@ class DatasetConfig(_Section):
 
 
 class ModelConfig(_Section):
+    # A transformers model type built from the sizes below: "bert" (learned
+    # absolute positions), "roformer" (BERT with rotary positions), ...
+    encoder_type: str = "bert"
     hidden_size: int = Field(96, ge=8)
     num_layers: int = Field(2, ge=1)
     num_heads: int = Field(4, ge=1)
@@ -137,6 +140,23 @@ class TrainConfig(_Section):
     num_threads: int | None = Field(None, ge=1)  # torch CPU threads; None keeps torch's
     patience: int = Field(5, ge=1)  # epochs without validation gain before stopping
     progress: bool = True
+    # Micro-batches of batch_size (per process) whose gradients make one
+    # optimizer step; the LR schedule counts optimizer steps.
+    grad_accum_steps: int = Field(1, ge=1)
+    # Truncated backpropagation through segments: the memory is detached every
+    # k segments counted back from the question, so the gradient reaches only
+    # the last k memory writes. None: through all of them.
+    bptt_segments: int | None = Field(None, ge=1)
+    # Epoch i (from 1) trains on only the newest segment_curriculum[i-1]
+    # segments of each story; epochs past the list see all. [1, 2, 4]: epoch 1
+    # the last segment, epoch 2 the last 2, epoch 3 the last 4, then all.
+    # Validation and test always see all segments.
+    segment_curriculum: list[Annotated[int, Field(ge=1)]] | None = None
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast on CUDA only (an error on CPU); weights stay fp32
+    compile: bool = False  # torch.compile the model for the training steps; evaluation runs eagerly
+    # Optimizer steps between resumable checkpoints, <out>/checkpoints/step-N/
+    # (only the latest is kept). None: no checkpoints.
+    checkpoint_every: int | None = Field(None, ge=1)
 
 
 class RegisterConfig(_Section):

@@ -11,9 +11,12 @@ what the segment said into the slots:
 
 c_0 is zero: everything in memory was written from the input. With
 ``memory_type: rmt`` the slots are Recurrent Memory Transformer tokens
-instead: their encoder outputs are the next segment's memory, no gate. The question
-is encoded the same way, after the last segment, and a small transformer
-decoder generates the answer from its encoder states. Tokens linked to a KG
+instead: their encoder outputs are the next segment's memory, no gate.
+
+The last segment is encoded together with the question, as [memory ; last
+segment ; question], so recent facts are read directly and older ones only
+through the memory; a small transformer decoder generates the answer from
+those states. Tokens linked to a KG
 entity get that entity's (frozen) embedding projected and added through a
 learned gate before the encoder.
 """
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModel, BertConfig, BertModel
+from transformers import AutoConfig, AutoModel
 
 from stmem.config import ModelConfig
 
@@ -94,18 +97,20 @@ class MemoryQA(nn.Module):
         self.cfg, self.vocab = cfg, vocab
         if encoder_config is not None:
             conf = dict(encoder_config)
-            self.encoder = AutoModel.from_config(AutoConfig.for_model(conf.pop("model_type"), **conf),
-                                                 add_pooling_layer=False)
+            model_type = conf.pop("model_type")
+            self.encoder = AutoModel.from_config(AutoConfig.for_model(model_type, **conf),
+                                                 **({"add_pooling_layer": False} if model_type == "bert" else {}))
         elif cfg.pretrained_encoder:
             self.encoder = AutoModel.from_pretrained(cfg.pretrained_encoder, add_pooling_layer=False)
         else:
-            self.encoder = BertModel(BertConfig(
-                vocab_size=vocab.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
-                num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
-                hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
-                max_position_embeddings=cfg.memory_slots + max(vocab.segment_len, vocab.max_question_len),
-                pad_token_id=vocab.pad_id,
-            ), add_pooling_layer=False)
+            conf = AutoConfig.for_model(
+                cfg.encoder_type, vocab_size=vocab.vocab_size, hidden_size=cfg.hidden_size,
+                num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+                intermediate_size=cfg.intermediate_size, hidden_dropout_prob=cfg.dropout,
+                attention_probs_dropout_prob=cfg.dropout,
+                max_position_embeddings=cfg.memory_slots + vocab.segment_len + vocab.max_question_len,
+                pad_token_id=vocab.pad_id)
+            self.encoder = AutoModel.from_config(conf, **({"add_pooling_layer": False} if cfg.encoder_type == "bert" else {}))
         hidden = self.encoder.config.hidden_size
         heads = self.encoder.config.num_attention_heads
         self.memory = GatedSlotMemory(hidden, cfg.memory_slots, heads) if cfg.memory_type == "gated" else None
@@ -114,10 +119,13 @@ class MemoryQA(nn.Module):
             if entity_embeddings is None:
                 entity_embeddings = torch.zeros(vocab.num_entities, vocab.entity_dim)
             self.fusion = EntityFusion(entity_embeddings, hidden)
-        self.answer_pos = nn.Embedding(vocab.max_answer_len + 1, hidden)
+        self.answer_pos = nn.Embedding(vocab.max_question_len + vocab.max_answer_len + 1, hidden)
         layer = nn.TransformerDecoderLayer(hidden, heads, 2 * hidden, cfg.dropout, batch_first=True, norm_first=True)
         self.decoder = nn.TransformerDecoder(layer, cfg.decoder_layers)
         self.out_norm = nn.LayerNorm(hidden)
+        # Truncated backpropagation through segments, set by stmem.train
+        # (train.bptt_segments): None lets the gradient run back through all segments.
+        self.bptt_segments: int | None = None
 
     @property
     def word_embeddings(self) -> nn.Embedding:
@@ -137,13 +145,18 @@ class MemoryQA(nn.Module):
 
     def read_context(self, segments: torch.Tensor, seg_ents: torch.Tensor) -> torch.Tensor:
         """Run the memory over (B, S, L) segments; empty (all-pad) segments leave it unchanged."""
-        if not self.cfg.memory:
-            # Ablation: only the last segment is visible.
-            segments, seg_ents = segments[:, -1:], seg_ents[:, -1:]
         B, S, _ = segments.shape
         hidden = self.encoder.config.hidden_size
         memory = segments.new_zeros(B, self.cfg.memory_slots, hidden, dtype=self.word_embeddings.weight.dtype)
+        if not self.cfg.memory:
+            return memory  # ablation: nothing carried over; only the last segment is visible
+        k = self.bptt_segments
         for t in range(S):
+            if k and t and (S - t) % k == 0:
+                # The loss comes after the last segment read here, so detaching
+                # every k segments, counted back from it, lets the gradient reach
+                # only the last k memory writes (stories are right-aligned).
+                memory = memory.detach()
             ids = segments[:, t]
             has_tokens = (ids != self.vocab.pad_id).any(dim=1)
             if not has_tokens.any():
@@ -156,24 +169,46 @@ class MemoryQA(nn.Module):
             memory = torch.where(has_tokens[:, None, None], written, memory)
         return memory
 
-    def _decode(self, enc: torch.Tensor, enc_pad: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
-        n = prefix.shape[1]
-        x = self.word_embeddings(prefix) + self.answer_pos(torch.arange(n, device=prefix.device))
-        causal = nn.Transformer.generate_square_subsequent_mask(n, device=prefix.device, dtype=x.dtype)
-        y = self.decoder(x, enc, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=enc_pad)
+    def _decode(self, enc: torch.Tensor, enc_pad: torch.Tensor, question: torch.Tensor,
+                prefix: torch.Tensor) -> torch.Tensor:
+        """Logits after each token of ``prefix`` (BOS + answer so far).
+
+        The decoder reads [question ; prefix] causally, so its queries into the
+        encoder states already know what was asked: with the question only on
+        the encoder side, a one-layer decoder's first query would be the same
+        for every question.
+        """
+        # Pad the question to a fixed length so BOS and the answer always sit
+        # at the same positions, whatever else is in the batch.
+        question = F.pad(question, (0, self.vocab.max_question_len - question.shape[1]), value=self.vocab.pad_id)
+        seq = torch.cat([question, prefix], dim=1)
+        n = seq.shape[1]
+        x = self.word_embeddings(seq) + self.answer_pos(torch.arange(n, device=seq.device))
+        pad = torch.cat([question == self.vocab.pad_id, torch.zeros_like(prefix, dtype=torch.bool)], dim=1)
+        causal = nn.Transformer.generate_square_subsequent_mask(n, device=seq.device, dtype=x.dtype)
+        y = self.decoder(x, enc, tgt_mask=causal, tgt_is_causal=True, tgt_key_padding_mask=pad,
+                         memory_key_padding_mask=enc_pad)[:, question.shape[1]:]
         # output projection tied to the input embeddings
         return self.out_norm(y) @ self.word_embeddings.weight.T
 
     def encode_question(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        memory = self.read_context(batch["segments"], batch["segment_entities"])
-        return self._encode(memory, batch["question"], batch["question_entities"])
+        """Encode [memory ; last segment ; question] after the memory read the earlier segments.
+
+        As in the Recurrent Memory Transformer, the question is read together
+        with the final segment: recent facts are attended to directly, and
+        everything older has to come through the memory.
+        """
+        seg, ents = batch["segments"], batch["segment_entities"]
+        memory = self.read_context(seg[:, :-1], ents[:, :-1])
+        ids = torch.cat([seg[:, -1], batch["question"]], dim=1)
+        return self._encode(memory, ids, torch.cat([ents[:, -1], batch["question_entities"]], dim=1))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean token cross-entropy of the answer (teacher forcing)."""
         enc, enc_pad = self.encode_question(batch)
         target = batch["answer_ids"]  # (B, A) answer tokens + EOS, pad after
         bos = torch.full_like(target[:, :1], self.vocab.bos_id)
-        logits = self._decode(enc, enc_pad, torch.cat([bos, target[:, :-1]], dim=1))
+        logits = self._decode(enc, enc_pad, batch["question"], torch.cat([bos, target[:, :-1]], dim=1))
         return F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=self.vocab.pad_id)
 
     @torch.no_grad()
@@ -184,7 +219,7 @@ class MemoryQA(nn.Module):
         out = torch.full((B, 1), self.vocab.bos_id, dtype=torch.long, device=enc.device)
         done = torch.zeros(B, dtype=torch.bool, device=enc.device)
         for _ in range(self.vocab.max_answer_len):
-            nxt = self._decode(enc, enc_pad, out)[:, -1].argmax(-1)
+            nxt = self._decode(enc, enc_pad, batch["question"], out)[:, -1].argmax(-1)
             nxt = torch.where(done, self.vocab.pad_id, nxt)
             out = torch.cat([out, nxt[:, None]], dim=1)
             done |= nxt == self.vocab.eos_id

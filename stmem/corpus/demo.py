@@ -2,8 +2,9 @@
 
 People move between places and pick up and drop objects. Questions come at
 evenly spaced points of each story and ask where a person or an object is
-now, choosing the thing whose last fact lies furthest back, so a model that
-reads the story in short segments has to carry it in memory.
+now. Stories are long, so the fact that answers a question usually lies
+several segments back and a model that reads the story in short segments has
+to carry it in memory.
 """
 from __future__ import annotations
 
@@ -64,9 +65,14 @@ def _story(rng: random.Random, story_id: str, split: str, n_sentences: int, n_qu
                 candidates.append((f"Where is the {obj}?", where[p], sorted({took_fact[obj], where_fact[p]})))
             elif obj in dropped:
                 candidates.append((f"Where is the {obj}?", *dropped[obj]))
-        # Ask about the fact that lies furthest back (ties broken at random).
-        rng.shuffle(candidates)
-        question, answer, support = min(candidates, key=lambda c: max(c[2]))
+        # Half the questions ask about the fact that lies furthest back, half
+        # about any person or object: a mix of recent facts (learnable from
+        # one segment, a foothold for training) and facts segments back.
+        if rng.random() < 0.5:
+            rng.shuffle(candidates)
+            question, answer, support = min(candidates, key=lambda c: max(c[2]))
+        else:
+            question, answer, support = rng.choice(candidates)
         story.questions.append(question)
         story.answers.append(answer)
         story.question_positions.append(len(sentences))

@@ -1,0 +1,119 @@
+"""Training throughput: the memory model vs a plain BertModel of the same size.
+
+Both train on the same batches of a dataset stage's examples. The plain
+encoder reads every segment independently (no memory, no KG, no decoder)
+with a token-level loss, the usual way to run a BERT over long inputs in
+chunks; the memory model runs its full forward (memory write and read, KG
+fusion, answer decoder). Tokens/s counts real (non-pad) context and question
+tokens, the same for both, measured alternately in one process.
+
+    python benchmarks/throughput.py --config conf/demo.yaml --steps 30
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from transformers import BertConfig, BertModel
+
+from stmem.batch import collate
+from stmem.config import load_config
+from stmem.layout import RunLayout
+from stmem.model import MemoryQA, Vocab
+from stmem.train import load_examples
+
+
+class PlainEncoder(torch.nn.Module):
+    """BertModel over each segment, predicting each token from its state (tied head)."""
+
+    def __init__(self, model: MemoryQA):
+        super().__init__()
+        c = model.encoder.config
+        self.bert = BertModel(BertConfig(vocab_size=c.vocab_size, hidden_size=c.hidden_size,
+                                         num_hidden_layers=c.num_hidden_layers,
+                                         num_attention_heads=c.num_attention_heads,
+                                         intermediate_size=c.intermediate_size,
+                                         max_position_embeddings=c.max_position_embeddings,
+                                         pad_token_id=c.pad_token_id), add_pooling_layer=False)
+        self.pad = c.pad_token_id
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        seg = batch["segments"].flatten(0, 1)
+        seg = seg[(seg != self.pad).any(dim=1)]
+        ids = torch.cat([seg, F.pad(batch["question"], (0, seg.shape[1] - batch["question"].shape[1]),
+                                    value=self.pad)]) if batch["question"].shape[1] <= seg.shape[1] else seg
+        h = self.bert(input_ids=ids, attention_mask=(ids != self.pad).long()).last_hidden_state
+        logits = h @ self.bert.get_input_embeddings().weight.T
+        return F.cross_entropy(logits.flatten(0, 1), ids.flatten(), ignore_index=self.pad)
+
+
+def tokens(batch: dict, pad: int) -> int:
+    return int((batch["segments"] != pad).sum() + (batch["question"] != pad).sum())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config")
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--out", default="benchmarks/results/throughput.json")
+    args = ap.parse_args()
+    cfg = load_config(args.config, args.overrides)
+    torch.manual_seed(cfg.run.seed)
+    layout = RunLayout(cfg.run_dir)
+    ds, kg = layout.stage_dir("dataset"), layout.stage_dir("kg")
+    info = json.loads((ds / "dataset_info.json").read_text())
+    emb = load_file(str(kg / "entity_embeddings.safetensors"))["entity_embeddings"] if cfg.model.kg_fusion else None
+    vocab = Vocab(vocab_size=info["vocab_size"], pad_id=info["pad_id"], bos_id=info["bos_id"], eos_id=info["eos_id"],
+                  segment_len=info["segment_len"], max_question_len=info["max_question_len"],
+                  max_answer_len=info["max_answer_len"], num_entities=0 if emb is None else emb.shape[0],
+                  entity_dim=0 if emb is None else emb.shape[1])
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    memory_model = MemoryQA(cfg.model, vocab, emb).to(device).train()
+    plain = PlainEncoder(memory_model).to(device).train()
+    examples = load_examples(ds / "train.parquet")
+    bs = cfg.train.batch_size
+    batches = [collate(examples[i:i + bs], vocab.pad_id, vocab.segment_len)
+               for i in range(0, min(len(examples), bs * args.steps), bs)]
+    opts = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in
+            (("memory", memory_model), ("plain", plain))}
+    seconds = {"memory": 0.0, "plain": 0.0}
+    counted = 0
+    for i, batch in enumerate(batches):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        for name, m in (("memory", memory_model), ("plain", plain)) if i % 2 else (("plain", plain), ("memory", memory_model)):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            loss = m(batch)
+            opts[name].zero_grad()
+            loss.backward()
+            opts[name].step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= 2:  # warm-up steps are not timed
+                seconds[name] += time.perf_counter() - t
+        if i >= 2:
+            counted += tokens(batch, vocab.pad_id)
+    tps = {k: counted / v for k, v in seconds.items()}
+    report = {"command": " ".join(["python", *sys.argv]), "device": str(device),
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+              "timed_steps": len(batches) - 2, "tokens_per_second": {k: round(v, 1) for k, v in tps.items()},
+              "ratio_memory_over_plain": round(tps["memory"] / tps["plain"], 3),
+              "parameters": {"memory": sum(p.numel() for p in memory_model.parameters()),
+                             "plain": sum(p.numel() for p in plain.parameters())}}
+    print(json.dumps(report, indent=2))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

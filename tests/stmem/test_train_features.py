@@ -1,0 +1,188 @@
+"""Training options: accumulation, truncated BPTT, segment curriculum, precision, compile, exact resume."""
+import json
+import math
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import stmem.train
+from stmem.batch import collate
+from stmem.config import ModelConfig, TrainConfig
+from stmem.corpus import generate_demo, write_corpus
+from stmem.dataset import build_dataset
+from stmem.model import MemoryQA, Vocab
+from stmem.train import fit, load_examples
+
+TINY = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, memory_slots=2, kg_fusion=False)
+
+
+def make_dataset(d):
+    """The tiny demo dataset of test_train.py: 60 training examples of 3-4 segments, no entities."""
+    write_corpus(generate_demo(train_stories=30, val_stories=4, test_stories=6, sentences_per_story=10,
+                               questions_per_story=2, seed=3), d / "corpus.parquet")
+    empty = pa.array([], pa.string())
+    pq.write_table(pa.table({"story_id": empty, "source": empty, "index": pa.array([], pa.int32()),
+                             "start": pa.array([], pa.int32()), "end": pa.array([], pa.int32()), "entity": empty}),
+                   d / "mentions.parquet")
+    pq.write_table(pa.table({"entity": empty, "row": pa.array([], pa.int32())}), d / "entity_index.parquet")
+    (d / "ds").mkdir()
+    build_dataset(corpus_path=d / "corpus.parquet", mentions_path=d / "mentions.parquet",
+                  entity_index_path=d / "entity_index.parquet", out_dir=d / "ds", segment_len=12, max_segments=4)
+    return d / "ds"
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    torch.set_num_threads(1)
+    return make_dataset(tmp_path_factory.mktemp("features"))
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_at(n):
+    def on_step(step):
+        if step == n:
+            raise Stop
+    return on_step
+
+
+def train(ds, out, *, dropout=0.1, on_step=None, resume_from=None, **kw):
+    cfg = TrainConfig(**{"epochs": 1, "batch_size": 8, "device": "cpu", "progress": False, "num_threads": 1, **kw})
+    return fit(dataset_dir=ds, out_dir=out, model_cfg=ModelConfig(**TINY, dropout=dropout), train_cfg=cfg, seed=1,
+               on_step=on_step, resume_from=resume_from)
+
+
+def first_step_grads(ds, tmp_path, monkeypatch, **kw):
+    grads = []
+
+    def capture(params, max_norm):
+        grads.extend(p.grad.clone() for p in params if p.grad is not None)
+        raise Stop
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", capture)
+    with pytest.raises(Stop):
+        train(ds, tmp_path, dropout=0.0, **kw)
+    return grads
+
+
+def test_accumulated_micro_batches_give_the_big_batch_gradient(ds, tmp_path, monkeypatch):
+    big = first_step_grads(ds, tmp_path, monkeypatch, batch_size=8)
+    for bs, k in ((4, 2), (2, 4)):
+        acc = first_step_grads(ds, tmp_path, monkeypatch, batch_size=bs, grad_accum_steps=k)
+        assert len(acc) == len(big)
+        for a, b in zip(acc, big):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_accumulation_counts_optimizer_steps(ds, tmp_path):
+    steps = []
+    train(ds, tmp_path, batch_size=4, grad_accum_steps=4, epochs=2, on_step=steps.append)
+    n = len(load_examples(ds / "train.parquet"))
+    assert steps == list(range(1, 2 * math.ceil(math.ceil(n / 4) / 4) + 1))
+
+
+def test_bptt_truncation_stops_the_gradient_at_k_segments():
+    vocab = Vocab(vocab_size=40, pad_id=0, bos_id=2, eos_id=3, segment_len=6, max_question_len=4, max_answer_len=2)
+    torch.manual_seed(0)
+    model = MemoryQA(ModelConfig(**{**TINY, "memory_slots": 4}, dropout=0.0), vocab)
+    ex = {"segments": [[4, 5, 6, 7, 8, 9], [10, 11, 12, 13], [14, 15, 16], [17, 18]],
+          "segment_entities": [[0] * 6, [0] * 4, [0] * 3, [0] * 2],
+          "question": [20, 21], "question_entities": [0, 0], "answer_ids": [30, 3]}
+    batch = collate([ex], 0, 6)
+
+    def embedding_grads(k):
+        """|gradient| of each embedded input, in the order the model embeds them (the first segment first)."""
+        model.bptt_segments = k
+        embedded = []
+        embed = model._embed
+
+        def record(ids, ent):
+            x = embed(ids, ent)
+            x.retain_grad()
+            embedded.append(x)
+            return x
+        model._embed = record
+        model(batch).backward()
+        del model._embed
+        model.zero_grad()
+        return [0.0 if x.grad is None else x.grad.abs().sum().item() for x in embedded]
+
+    full, one, two = embedding_grads(None), embedding_grads(1), embedding_grads(2)
+    assert all(g > 0 for g in full)
+    assert one[0] == 0.0 and two[0] == 0.0  # the first segment is beyond both windows
+    assert one[-1] > 0 and sum(g > 0 for g in one) < sum(g > 0 for g in two) < len(full)
+
+
+def test_segment_curriculum_limits_the_segments_per_epoch(ds, tmp_path, monkeypatch):
+    seen = []
+    forward = MemoryQA.forward
+
+    def record(self, batch):
+        if self.training:
+            seen.append((batch["segments"].shape[1], self.bptt_segments))
+        return forward(self, batch)
+    monkeypatch.setattr(MemoryQA, "forward", record)
+    train(ds, tmp_path, epochs=3, segment_curriculum=[1, 2], bptt_segments=3)
+    per_epoch = math.ceil(len(load_examples(ds / "train.parquet")) / 8)
+    assert len(seen) == 3 * per_epoch and {k for _, k in seen} == {3}
+    epochs = [[s for s, _ in seen[i * per_epoch:(i + 1) * per_epoch]] for i in range(3)]
+    assert set(epochs[0]) == {1} and set(epochs[1]) == {2} and max(epochs[2]) == 4
+
+
+def test_bf16_on_cpu_is_an_error_naming_the_option(ds, tmp_path):
+    with pytest.raises(ValueError, match="train.precision"):
+        train(ds, tmp_path, precision="bf16")
+
+
+@pytest.mark.parametrize("interrupt_at", [9, 11])  # after the checkpoint closing epoch 1; mid epoch 2
+def test_resume_is_bit_identical(ds, tmp_path, interrupt_at):
+    opts = dict(epochs=2, batch_size=4, grad_accum_steps=2, segment_curriculum=[2], checkpoint_every=2)
+    train(ds, tmp_path / "a", **opts)  # 8 optimizer steps an epoch, dropout on
+    with pytest.raises(Stop):
+        train(ds, tmp_path / "b", on_step=stop_at(interrupt_at), **opts)
+    assert [d.name for d in (tmp_path / "b" / "checkpoints").iterdir()] == [f"step-{interrupt_at - 1:06d}"]
+    train(ds, tmp_path / "b", resume_from=tmp_path / "b", **opts)
+
+    last = "checkpoints/step-000016"
+    for f in ("model.safetensors", f"{last}/model.safetensors", f"{last}/optimizer.safetensors",
+              f"{last}/best.safetensors", f"{last}/rank-0.safetensors"):
+        a, b = load_file(tmp_path / "a" / f), load_file(tmp_path / "b" / f)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f
+    for f in ("history.json", f"{last}/state.json", f"{last}/rank-0.json"):
+        a, b = json.loads((tmp_path / "a" / f).read_text()), json.loads((tmp_path / "b" / f).read_text())
+        if f.endswith("state.json"):
+            a.pop("seconds"), b.pop("seconds")  # wall time
+        assert a == b, f
+    ev_a, ev_b = (json.loads((tmp_path / r / "eval.json").read_text()) for r in "ab")
+    assert ev_a["test"] == ev_b["test"] and ev_a["epochs_run"] == ev_b["epochs_run"] == 2
+
+
+def test_resume_refuses_a_changed_config(ds, tmp_path):
+    with pytest.raises(Stop):
+        train(ds, tmp_path, checkpoint_every=1, on_step=stop_at(1))
+    with pytest.raises(ValueError, match="train.batch_size"):
+        train(ds, tmp_path, checkpoint_every=1, batch_size=4, resume_from=tmp_path)
+
+
+def test_compile_flag_wraps_the_training_model(ds, tmp_path, monkeypatch):
+    # The eager backend checks the wiring in a second; the inductor run is below.
+    compiled = []
+    real = torch.compile
+
+    def eager(model):
+        compiled.append(model)
+        return real(model, backend="eager")
+    monkeypatch.setattr(torch, "compile", eager)
+    with pytest.raises(Stop):
+        train(ds, tmp_path, compile=True, on_step=stop_at(1))
+    assert len(compiled) == 1 and isinstance(compiled[0], MemoryQA)
+
+
+@pytest.mark.slow  # inductor compiles C++ on CPU: about 100 s
+def test_compile_with_inductor_runs_a_step(ds, tmp_path):
+    with pytest.raises(Stop):
+        train(ds, tmp_path, compile=True, on_step=stop_at(1))
