@@ -46,9 +46,11 @@ class PlainEncoder(torch.nn.Module):
 
     def forward(self, batch: dict) -> torch.Tensor:
         seg = batch["segments"].flatten(0, 1)
-        seg = seg[(seg != self.pad).any(dim=1)]
-        ids = torch.cat([seg, F.pad(batch["question"], (0, seg.shape[1] - batch["question"].shape[1]),
-                                    value=self.pad)]) if batch["question"].shape[1] <= seg.shape[1] else seg
+        seg = seg[(seg != self.pad).any(dim=1)]  # real segments only, as the memory model skips empty ones
+        q = batch["question"]
+        width = max(seg.shape[1], q.shape[1])
+        ids = torch.cat([F.pad(seg, (0, width - seg.shape[1]), value=self.pad),
+                         F.pad(q, (0, width - q.shape[1]), value=self.pad)])
         h = self.bert(input_ids=ids, attention_mask=(ids != self.pad).long()).last_hidden_state
         logits = h @ self.bert.get_input_embeddings().weight.T
         return F.cross_entropy(logits.flatten(0, 1), ids.flatten(), ignore_index=self.pad)

@@ -34,11 +34,12 @@ class RunConfig(_Section):
 
 
 class DemoCorpusConfig(_Section):
-    train_stories: int = Field(600, ge=1)
+    train_stories: int = Field(1600, ge=1)
     val_stories: int = Field(60, ge=1)
     test_stories: int = Field(100, ge=1)
-    sentences_per_story: int = Field(24, ge=2)
+    sentences_per_story: int = Field(12, ge=2)
     questions_per_story: int = Field(4, ge=1)
+    people_per_story: int = Field(3, ge=1, le=8)
     seed: int = 7
 
 
@@ -96,8 +97,8 @@ class KGConfig(_Section):
 
 
 class DatasetConfig(_Section):
-    segment_len: int = Field(24, ge=4)
-    max_segments: int = Field(8, ge=1)  # the oldest segments beyond this are dropped
+    segment_len: int = Field(8, ge=4)  # tokens; whole sentences are packed into segments
+    max_segments: int = Field(12, ge=1)  # the oldest segments beyond this are dropped
     tokenizer: str | None = None  # a pretrained tokenizer directory; None trains one
     vocab_size: int = Field(2000, ge=50)
     max_question_len: int = Field(24, ge=2)
@@ -118,7 +119,7 @@ class ModelConfig(_Section):
     # gated: slots written through g_t = sigmoid(W_g[h_t, c_{t-1}]);
     # rmt: Recurrent Memory Transformer, the slots' encoder outputs become the next memory
     memory_type: Literal["gated", "rmt"] = "gated"
-    memory_slots: int = Field(8, ge=1)
+    memory_slots: int = Field(4, ge=1)
     kg_fusion: bool = True
     pretrained_encoder: str | None = None  # a local directory for AutoModel
 
@@ -130,7 +131,7 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(8, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)

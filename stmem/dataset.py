@@ -2,9 +2,9 @@
 
 One example per question. Its context (the story sentences before the
 question) is tokenised, every token that lies inside a linked entity mention
-gets that entity's id, and the token stream is cut into segments of
-``segment_len`` tokens aligned to the end, so the last segment is always full
-and the memory-off ablation sees a whole segment, not a stub.
+gets that entity's id, and whole sentences are packed, newest first, into
+segments of at most ``segment_len`` tokens, so the last segment is always
+full and no fact is cut in two across segments.
 """
 from __future__ import annotations
 
@@ -114,13 +114,35 @@ class ContextEncoder:
         return ids, ents
 
 
-def segment(ids: list[int], ents: list[int], segment_len: int, max_segments: int
+def segment(sentences: list[tuple[list[int], list[int]]], segment_len: int, max_segments: int
             ) -> tuple[list[list[int]], list[list[int]]]:
-    """Cut a token stream into segments aligned to its end; keep the newest."""
-    n = len(ids)
-    cuts = list(range(n, 0, -segment_len))[:max_segments]  # segment end points, newest first
-    segs = [(max(0, c - segment_len), c) for c in reversed(cuts)]
-    return [ids[a:b] for a, b in segs], [ents[a:b] for a, b in segs]
+    """Pack whole sentences, newest first, into segments of at most ``segment_len`` tokens.
+
+    ``sentences`` holds (token ids, entity ids) per sentence, oldest first.
+    A fact is never cut in two across segments (binding its halves through
+    the memory is needlessly hard); only a sentence longer than a segment is
+    split, end-aligned. Returns the newest ``max_segments`` segments, oldest first.
+    """
+    segs: list[tuple[list[int], list[int]]] = []
+    cur_ids: list[int] = []
+    cur_ents: list[int] = []
+    for ids, ents in reversed(sentences):
+        while len(ids) > segment_len:  # too long for one segment: split off its tail
+            if cur_ids:
+                segs.append((cur_ids, cur_ents))
+                cur_ids, cur_ents = [], []
+            segs.append((ids[-segment_len:], ents[-segment_len:]))
+            ids, ents = ids[:-segment_len], ents[:-segment_len]
+        if len(cur_ids) + len(ids) > segment_len:
+            segs.append((cur_ids, cur_ents))
+            cur_ids, cur_ents = [], []
+        cur_ids, cur_ents = ids + cur_ids, ents + cur_ents
+        if len(segs) >= max_segments:
+            break
+    if cur_ids and len(segs) < max_segments:
+        segs.append((cur_ids, cur_ents))
+    segs = [s for s in segs if s[0]][:max_segments]
+    return [s[0] for s in reversed(segs)], [s[1] for s in reversed(segs)]
 
 
 def _mentions_by_text(mentions_path: Path) -> dict[tuple[str, str, int], list[tuple[int, int, str]]]:
@@ -158,19 +180,18 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
             sent_ids.append(ids)
             sent_ents.append(ents)
         for q, (question, answer, pos) in enumerate(zip(s.questions, s.answers, s.question_positions)):
-            ids = [t for x in sent_ids[:pos] for t in x]
-            ents = [e for x in sent_ents[:pos] for e in x]
-            segs, seg_ents = segment(ids, ents, segment_len, max_segments)
+            segs, seg_ents = segment(list(zip(sent_ids[:pos], sent_ents[:pos])), segment_len, max_segments)
+            n_tokens = sum(len(x) for x in sent_ids[:pos])
             q_ids, q_ents = encoder.encode(question, mentions.get((s.story_id, "question", q), []))
             a_ids = tok.encode(normalize_answer(answer), add_special_tokens=False).ids[:max_answer_len - 1]
-            linked += sum(e != NO_ENTITY for e in ents)
-            total += len(ids)
+            linked += sum(e != NO_ENTITY for x in sent_ents[:pos] for e in x)
+            total += n_tokens
             rows[s.split].append({
                 "example_id": f"{s.story_id}/{q}", "story_id": s.story_id, "task": s.task,
                 "segments": segs, "segment_entities": seg_ents,
                 "question": q_ids[:max_question_len], "question_entities": q_ents[:max_question_len],
                 "answer_ids": a_ids + [special.eos], "answer": normalize_answer(answer),
-                "context_tokens": len(ids),
+                "context_tokens": n_tokens,
             })
     for split, split_rows in rows.items():
         pq.write_table(pa.Table.from_pylist(split_rows, schema=EXAMPLE_SCHEMA), out_dir / f"{split}.parquet")
@@ -180,7 +201,8 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
         for f in Path(tokenizer).glob("*token*"):
             if f.name != "tokenizer.json":
                 shutil.copy(f, out_dir / f.name)
-    lengths = [r["context_tokens"] for split_rows in rows.values() for r in split_rows]
+    every = [r for split_rows in rows.values() for r in split_rows]
+    lengths = [r["context_tokens"] for r in every]
     info = {
         "vocab_size": special.vocab_size, "pad_id": special.pad, "bos_id": special.bos, "eos_id": special.eos,
         "segment_len": segment_len, "max_segments": max_segments, "max_question_len": max_question_len,
@@ -192,6 +214,6 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
         **{f"{k}_examples": len(v) for k, v in rows.items()},
         "vocab_size": special.vocab_size,
         "mean_context_tokens": round(sum(lengths) / max(1, len(lengths)), 1),
-        "mean_segments": round(sum(min(max_segments, -(-n // segment_len)) for n in lengths) / max(1, len(lengths)), 2),
+        "mean_segments": round(sum(len(r["segments"]) for r in every) / max(1, len(every)), 2),
         "linked_token_fraction": round(linked / max(1, total), 4),
     }

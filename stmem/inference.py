@@ -1,7 +1,7 @@
 """Answer questions with a trained checkpoint, from raw text.
 
 The context goes through the same path as in training: spaCy mentions (when
-the model fuses KG entities), the saved tokenizer, end-aligned segments.
+the model fuses KG entities), the saved tokenizer, the same sentence-packed segments.
 """
 from __future__ import annotations
 
@@ -53,12 +53,8 @@ class Predictor:
         if not question.strip():
             raise ValueError("question is empty")
         mentions = self._mentions(sentences + [question])
-        ids, ents = [], []
-        for text, ms in zip(sentences, mentions):
-            i, e = self.encoder.encode(text, ms)
-            ids += i
-            ents += e
-        segs, seg_ents = segment(ids, ents, self.model.vocab.segment_len, self.max_segments)
+        encoded = [self.encoder.encode(text, ms) for text, ms in zip(sentences, mentions)]
+        segs, seg_ents = segment(encoded, self.model.vocab.segment_len, self.max_segments)
         q_ids, q_ents = self.encoder.encode(question, mentions[-1])
         n = self.model.vocab.max_question_len
         return {"segments": segs, "segment_entities": seg_ents, "question": q_ids[:n], "question_entities": q_ents[:n]}

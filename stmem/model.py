@@ -13,10 +13,10 @@ c_0 is zero: everything in memory was written from the input. With
 ``memory_type: rmt`` the slots are Recurrent Memory Transformer tokens
 instead: their encoder outputs are the next segment's memory, no gate.
 
-The last segment is encoded together with the question, as [memory ; last
-segment ; question], so recent facts are read directly and older ones only
-through the memory; a small transformer decoder generates the answer from
-those states. Tokens linked to a KG
+After the last segment is written, the question is encoded as [memory ;
+last segment ; question]: recent facts are visible directly, older ones only
+through the memory. A small transformer decoder generates the answer from
+those states, reading the question first so its queries know what was asked. Tokens linked to a KG
 entity get that entity's (frozen) embedding projected and added through a
 learned gate before the encoder.
 """
@@ -145,11 +145,12 @@ class MemoryQA(nn.Module):
 
     def read_context(self, segments: torch.Tensor, seg_ents: torch.Tensor) -> torch.Tensor:
         """Run the memory over (B, S, L) segments; empty (all-pad) segments leave it unchanged."""
+        if not self.cfg.memory:
+            # Ablation: nothing is carried over from earlier segments.
+            segments, seg_ents = segments[:, -1:], seg_ents[:, -1:]
         B, S, _ = segments.shape
         hidden = self.encoder.config.hidden_size
         memory = segments.new_zeros(B, self.cfg.memory_slots, hidden, dtype=self.word_embeddings.weight.dtype)
-        if not self.cfg.memory:
-            return memory  # ablation: nothing carried over; only the last segment is visible
         k = self.bptt_segments
         for t in range(S):
             if k and t and (S - t) % k == 0:
@@ -192,14 +193,14 @@ class MemoryQA(nn.Module):
         return self.out_norm(y) @ self.word_embeddings.weight.T
 
     def encode_question(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode [memory ; last segment ; question] after the memory read the earlier segments.
+        """Encode [memory ; last segment ; question] once the memory has read every segment.
 
-        As in the Recurrent Memory Transformer, the question is read together
-        with the final segment: recent facts are attended to directly, and
-        everything older has to come through the memory.
+        The last segment is written to memory like the others (a slot holds a
+        fact as one vector, which is easy to match against the question) and
+        is also visible token by token beside the question.
         """
         seg, ents = batch["segments"], batch["segment_entities"]
-        memory = self.read_context(seg[:, :-1], ents[:, :-1])
+        memory = self.read_context(seg, ents)
         ids = torch.cat([seg[:, -1], batch["question"]], dim=1)
         return self._encode(memory, ids, torch.cat([ents[:, -1], batch["question_entities"]], dim=1))
 

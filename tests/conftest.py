@@ -3,6 +3,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="stmem-prefect-"))
@@ -22,3 +24,21 @@ def babi_dir() -> Path:
     if not d.is_dir():
         pytest.skip(f"{d} not present")
     return d
+
+
+def make_dataset(d: Path) -> Path:
+    """A tiny demo dataset in d/ds: 60 training examples of a few segments, no entities."""
+    from stmem.corpus import generate_demo, write_corpus
+    from stmem.dataset import build_dataset
+
+    write_corpus(generate_demo(train_stories=30, val_stories=4, test_stories=6, sentences_per_story=10,
+                               questions_per_story=2, seed=3), d / "corpus.parquet")
+    empty = pa.array([], pa.string())
+    pq.write_table(pa.table({"story_id": empty, "source": empty, "index": pa.array([], pa.int32()),
+                             "start": pa.array([], pa.int32()), "end": pa.array([], pa.int32()), "entity": empty}),
+                   d / "mentions.parquet")
+    pq.write_table(pa.table({"entity": empty, "row": pa.array([], pa.int32())}), d / "entity_index.parquet")
+    (d / "ds").mkdir()
+    build_dataset(corpus_path=d / "corpus.parquet", mentions_path=d / "mentions.parquet",
+                  entity_index_path=d / "entity_index.parquet", out_dir=d / "ds", segment_len=12, max_segments=4)
+    return d / "ds"

@@ -20,8 +20,9 @@ TAKES = ["picked up", "grabbed", "took"]
 DROPS = ["dropped", "put down", "discarded"]
 
 
-def _story(rng: random.Random, story_id: str, split: str, n_sentences: int, n_questions: int) -> Story:
-    people = rng.sample(PEOPLE, 4)
+def _story(rng: random.Random, story_id: str, split: str, n_sentences: int, n_questions: int,
+           n_people: int) -> Story:
+    people = rng.sample(PEOPLE, n_people)
     objects = rng.sample(OBJECTS, 3)
     where: dict[str, str] = {}  # person -> place
     where_fact: dict[str, int] = {}  # person -> sentence index of their last move
@@ -82,11 +83,13 @@ def _story(rng: random.Random, story_id: str, split: str, n_sentences: int, n_qu
 
 
 def generate_demo(*, train_stories: int, val_stories: int, test_stories: int,
-                  sentences_per_story: int, questions_per_story: int, seed: int) -> list[Story]:
+                  sentences_per_story: int, questions_per_story: int, people_per_story: int = 3,
+                  seed: int) -> list[Story]:
     """Generate the demo corpus; the same arguments give the same stories."""
     rng = random.Random(seed)
     stories = []
     for split, n in (("train", train_stories), ("val", val_stories), ("test", test_stories)):
         for i in range(n):
-            stories.append(_story(rng, f"demo/{split}/{i}", split, sentences_per_story, questions_per_story))
+            stories.append(_story(rng, f"demo/{split}/{i}", split, sentences_per_story, questions_per_story,
+                                  people_per_story))
     return stories

@@ -8,13 +8,16 @@ from stmem.corpus import Story, write_corpus
 from stmem.dataset import EXAMPLE_SCHEMA, build_dataset, load_tokenizer, normalize_answer, segment
 
 
-def test_segments_are_aligned_to_the_end_and_keep_the_newest():
-    ids = list(range(10))
-    segs, ents = segment(ids, [0] * 10, 4, 8)
-    assert segs == [[0, 1], [2, 3, 4, 5], [6, 7, 8, 9]]  # the last segment is full
-    segs, _ = segment(ids, [0] * 10, 4, 2)
-    assert segs == [[2, 3, 4, 5], [6, 7, 8, 9]]
-    assert segment([], [], 4, 3) == ([], [])
+def test_segments_pack_whole_sentences_newest_first():
+    sents = [([1, 2, 3], [0, 0, 1]), ([4, 5], [0, 0]), ([6, 7, 8], [2, 0, 0]), ([9], [0])]
+    segs, ents = segment(sents, 4, 8)
+    assert segs == [[1, 2, 3], [4, 5], [6, 7, 8, 9]]  # no sentence is cut in two
+    assert ents == [[0, 0, 1], [0, 0], [2, 0, 0, 0]]
+    segs, _ = segment(sents, 4, 2)
+    assert segs == [[4, 5], [6, 7, 8, 9]]  # the newest are kept
+    segs, _ = segment([(list(range(10)), [0] * 10)], 4, 8)
+    assert segs == [[0, 1], [2, 3, 4, 5], [6, 7, 8, 9]]  # only an over-long sentence is split
+    assert segment([], 4, 3) == ([], [])
 
 
 def test_normalize_answer():
@@ -58,7 +61,7 @@ def test_build_dataset_links_entities_and_segments(inputs):
     assert words[:6] == ["mary", "moved", "to", "the", "kitchen", "."]
     # mary is row 1 -> id 2, kitchen row 0 -> id 1; john is unknown to the KG -> 0
     assert ents[:6] == [2, 0, 0, 0, 1, 0] and ents[words.index("john")] == 0
-    assert all(len(s) == 4 for s in row["segments"][1:])  # end-aligned: only the first may be short
+    assert all(len(s) <= 4 for s in row["segments"])
     assert [tok.id_to_token(t) for t in row["question"]] == ["where", "is", "mary", "?"]
     assert row["question_entities"] == [0, 0, 2, 0]
     info = json.loads((out / "dataset_info.json").read_text())

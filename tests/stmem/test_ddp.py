@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.stmem.test_train_features import make_dataset
+from tests.conftest import make_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 SETTINGS = ["model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=64",

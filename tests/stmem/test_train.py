@@ -1,32 +1,22 @@
 """Training writes a checkpoint that inference reloads and answers with identically."""
 import json
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from stmem.checkpoint import load_checkpoint
 from stmem.config import ModelConfig, TrainConfig
-from stmem.corpus import generate_demo, read_corpus, write_corpus
-from stmem.dataset import build_dataset, load_tokenizer
+from stmem.corpus import read_corpus
+from stmem.dataset import load_tokenizer
 from stmem.evaluate import predict_answers
 from stmem.inference import Predictor, split_sentences
 from stmem.train import fit, load_examples
+from tests.conftest import make_dataset
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("train")
-    write_corpus(generate_demo(train_stories=30, val_stories=4, test_stories=6, sentences_per_story=10,
-                               questions_per_story=2, seed=3), d / "corpus.parquet")
-    empty = pa.array([], pa.string())
-    pq.write_table(pa.table({"story_id": empty, "source": empty, "index": pa.array([], pa.int32()),
-                             "start": pa.array([], pa.int32()), "end": pa.array([], pa.int32()), "entity": empty}),
-                   d / "mentions.parquet")
-    pq.write_table(pa.table({"entity": empty, "row": pa.array([], pa.int32())}), d / "entity_index.parquet")
-    (d / "ds").mkdir()
-    build_dataset(corpus_path=d / "corpus.parquet", mentions_path=d / "mentions.parquet",
-                  entity_index_path=d / "entity_index.parquet", out_dir=d / "ds", segment_len=12, max_segments=4)
+    make_dataset(d)
     (d / "ckpt").mkdir()
     summary = fit(dataset_dir=d / "ds", out_dir=d / "ckpt",
                   model_cfg=ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,

@@ -2,8 +2,6 @@
 import json
 import math
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -11,27 +9,11 @@ from safetensors.torch import load_file
 import stmem.train
 from stmem.batch import collate
 from stmem.config import ModelConfig, TrainConfig
-from stmem.corpus import generate_demo, write_corpus
-from stmem.dataset import build_dataset
 from stmem.model import MemoryQA, Vocab
 from stmem.train import fit, load_examples
+from tests.conftest import make_dataset
 
 TINY = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, memory_slots=2, kg_fusion=False)
-
-
-def make_dataset(d):
-    """The tiny demo dataset of test_train.py: 60 training examples of 3-4 segments, no entities."""
-    write_corpus(generate_demo(train_stories=30, val_stories=4, test_stories=6, sentences_per_story=10,
-                               questions_per_story=2, seed=3), d / "corpus.parquet")
-    empty = pa.array([], pa.string())
-    pq.write_table(pa.table({"story_id": empty, "source": empty, "index": pa.array([], pa.int32()),
-                             "start": pa.array([], pa.int32()), "end": pa.array([], pa.int32()), "entity": empty}),
-                   d / "mentions.parquet")
-    pq.write_table(pa.table({"entity": empty, "row": pa.array([], pa.int32())}), d / "entity_index.parquet")
-    (d / "ds").mkdir()
-    build_dataset(corpus_path=d / "corpus.parquet", mentions_path=d / "mentions.parquet",
-                  entity_index_path=d / "entity_index.parquet", out_dir=d / "ds", segment_len=12, max_segments=4)
-    return d / "ds"
 
 
 @pytest.fixture(scope="module")
