@@ -186,7 +186,7 @@ class MemoryQA(nn.Module):
         n = seq.shape[1]
         x = self.word_embeddings(seq) + self.answer_pos(torch.arange(n, device=seq.device))
         pad = torch.cat([question == self.vocab.pad_id, torch.zeros_like(prefix, dtype=torch.bool)], dim=1)
-        causal = nn.Transformer.generate_square_subsequent_mask(n, device=seq.device, dtype=x.dtype)
+        causal = torch.ones(n, n, dtype=torch.bool, device=seq.device).triu(1)  # True = may not attend
         y = self.decoder(x, enc, tgt_mask=causal, tgt_is_causal=True, tgt_key_padding_mask=pad,
                          memory_key_padding_mask=enc_pad)[:, question.shape[1]:]
         # output projection tied to the input embeddings

@@ -37,6 +37,10 @@ def parse_babi_file(path: Path, task: str, split: str) -> list[Story]:
             elif story is None or line_id != last_id + 1:
                 raise CorpusError(f"{path}:{lineno}: line id {line_id} does not follow {last_id}")
             last_id = line_id
+            if "\t" not in text and text.rstrip().endswith("?"):
+                # bAbI statements never end in "?": this is a question without its answer
+                raise CorpusError(f"{path}:{lineno}: malformed bAbI question, expected "
+                                  f"'<question>\\t<answer>\\t<supporting ids>'")
             if "\t" not in text:
                 line_to_sentence[line_id] = len(story.sentences)
                 story.sentences.append(text.strip())

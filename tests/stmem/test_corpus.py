@@ -53,6 +53,7 @@ def test_babi_reader_on_real_data(babi_dir):
 @pytest.mark.parametrize("text, line, words", [
     ("1 Mary moved to the bathroom.\nbroken line\n", 2, "malformed bAbI line"),
     ("1 Mary went home.\n2 Where is Mary?\thome\n", 2, "malformed bAbI question"),
+    ("1 Mary went home.\n2 Where is Mary?\n", 2, "malformed bAbI question"),
     ("1 Mary went home.\n2 Where is Mary?\thome\t7\n", 2, "supporting fact"),
     ("1 Mary went home.\n3 John left.\n", 2, "does not follow"),
 ])

@@ -101,7 +101,7 @@ def _accuracy_after_training(memory: bool) -> float:
     model = tiny(memory=memory).train()
     train, test = _memory_task(2048, 0), _memory_task(128, 1)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    for epoch in range(8):
+    for epoch in range(12):
         for i in range(0, len(train), 32):
             loss = model(collate(train[i:i + 32], 0, 6))
             opt.zero_grad()
