@@ -73,10 +73,7 @@ def main() -> int:
     ds, kg = layout.stage_dir("dataset"), layout.stage_dir("kg")
     info = json.loads((ds / "dataset_info.json").read_text())
     emb = load_file(str(kg / "entity_embeddings.safetensors"))["entity_embeddings"] if cfg.model.kg_fusion else None
-    vocab = Vocab(vocab_size=info["vocab_size"], pad_id=info["pad_id"], bos_id=info["bos_id"], eos_id=info["eos_id"],
-                  segment_len=info["segment_len"], max_question_len=info["max_question_len"],
-                  max_answer_len=info["max_answer_len"], num_entities=0 if emb is None else emb.shape[0],
-                  entity_dim=0 if emb is None else emb.shape[1])
+    vocab = Vocab.from_dataset(info, emb)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     memory_model = MemoryQA(cfg.model, vocab, emb).to(device).train()
     plain = PlainEncoder(memory_model).to(device).train()

@@ -46,6 +46,15 @@ class Vocab:
     num_entities: int = 0
     entity_dim: int = 0
 
+    @classmethod
+    def from_dataset(cls, info: dict, entity_embeddings: torch.Tensor | None) -> "Vocab":
+        """From the dataset stage's ``dataset_info.json`` and the KG stage's embeddings (if fused)."""
+        return cls(vocab_size=info["vocab_size"], pad_id=info["pad_id"], bos_id=info["bos_id"],
+                   eos_id=info["eos_id"], segment_len=info["segment_len"],
+                   max_question_len=info["max_question_len"], max_answer_len=info["max_answer_len"],
+                   num_entities=0 if entity_embeddings is None else entity_embeddings.shape[0],
+                   entity_dim=0 if entity_embeddings is None else entity_embeddings.shape[1])
+
 
 class GatedSlotMemory(nn.Module):
     """Memory slots written from a segment's hidden states through a gate."""

@@ -120,11 +120,7 @@ def fit(*, dataset_dir: Path, out_dir: Path, model_cfg: ModelConfig, train_cfg: 
         if kg_dir is None:
             raise ValueError("model.kg_fusion is on but no kg directory was given")
         entity_embeddings = load_file(str(Path(kg_dir) / "entity_embeddings.safetensors"))["entity_embeddings"]
-    vocab = Vocab(vocab_size=info["vocab_size"], pad_id=info["pad_id"], bos_id=info["bos_id"], eos_id=info["eos_id"],
-                  segment_len=info["segment_len"], max_question_len=info["max_question_len"],
-                  max_answer_len=info["max_answer_len"],
-                  num_entities=0 if entity_embeddings is None else entity_embeddings.shape[0],
-                  entity_dim=0 if entity_embeddings is None else entity_embeddings.shape[1])
+    vocab = Vocab.from_dataset(info, entity_embeddings)
     model = MemoryQA(model_cfg, vocab, entity_embeddings).to(device)
     model.bptt_segments = train_cfg.bptt_segments
     opt = _optimizer(model, train_cfg)
