@@ -46,6 +46,25 @@ def read_triples_tsv(path: Path) -> list[tuple[str, str, str]]:
     return triples
 
 
+SPLIT_FILES = ("train.txt", "valid.txt", "test.txt")
+
+
+def external_kg_files(path: Path) -> list[Path]:
+    """A head<TAB>relation<TAB>tail file, or a directory holding a link-prediction
+    split of one (train.txt, valid.txt, test.txt, as Countries_S1 ships): all of them."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = [path / f for f in SPLIT_FILES]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise KGInputError(f"{path}: external KG directory lacks {', '.join(missing)} "
+                               f"(expected {', '.join(SPLIT_FILES)})")
+        return files
+    raise KGInputError(f"{path}: external KG not found (kg.external_kg)")
+
+
 def _read_triples_parquet(path: Path) -> list[tuple[str, str, str]]:
     if not path.is_file():
         raise KGInputError(f"{path}: triples file not found")
@@ -74,11 +93,13 @@ def train_kg(*, triples_path: Path, out_dir: Path, model: str = "TransE",
              optimizer_kwargs: dict | None = None, external_kg: Path | None = None,
              split_ratios: tuple[float, float, float] | list[float] = (0.8, 0.1, 0.1),
              seed: int = 0) -> dict:
-    """Train `model` on triples.parquet (+ an external TSV KG) and export per-entity embeddings."""
+    """Train `model` on triples.parquet (+ an external KG, see ``external_kg_files``) and export
+    per-entity embeddings."""
     triples_path, out_dir = Path(triples_path), Path(out_dir)
     triples = _read_triples_parquet(triples_path)
     if external_kg is not None:
-        triples += read_triples_tsv(Path(external_kg))
+        for f in external_kg_files(Path(external_kg)):
+            triples += read_triples_tsv(f)
     triples = sorted(set(triples))  # sorted: the same input gives the same ids and split
     if len(triples) < MIN_TRIPLES:
         sources = f"{triples_path}" + (f" + {external_kg}" if external_kg is not None else "")

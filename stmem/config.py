@@ -91,7 +91,9 @@ class KGConfig(_Section):
     model_kwargs: dict[str, Any] = Field(default_factory=lambda: {"embedding_dim": 32})
     training_kwargs: dict[str, Any] = Field(default_factory=lambda: {"num_epochs": 40, "batch_size": 64})
     optimizer_kwargs: dict[str, Any] = Field(default_factory=lambda: {"lr": 0.01})
-    external_kg: str | None = None  # head<TAB>relation<TAB>tail file
+    # head<TAB>relation<TAB>tail file, or a directory with train/valid/test.txt
+    # of one (e.g. ../shared/data/countries/Countries_S1: the whole graph)
+    external_kg: str | None = None
     split_ratios: list[float] = Field(default_factory=lambda: [0.8, 0.1, 0.1])
     seed: int = 0
 

@@ -168,15 +168,19 @@ class MemoryQA(nn.Module):
                 # only the last k memory writes (stories are right-aligned).
                 memory = memory.detach()
             ids = segments[:, t]
-            has_tokens = (ids != self.vocab.pad_id).any(dim=1)
-            if not has_tokens.any():
+            rows = (ids != self.vocab.pad_id).any(dim=1).nonzero().squeeze(1)
+            if len(rows) == 0:
                 continue
-            states, pad = self._encode(memory, ids, seg_ents[:, t])
+            # Stories differ in length: only the rows whose segment t holds
+            # tokens are encoded, the others keep their memory as it is.
+            part = len(rows) < B
+            prev = memory[rows] if part else memory
+            states, pad = self._encode(prev, ids[rows] if part else ids, seg_ents[rows, t] if part else seg_ents[:, t])
             if self.cfg.memory_type == "rmt":
                 written = states[:, : memory.shape[1]]  # RMT: memory tokens' outputs carry on
             else:
-                written = self.memory(memory, states, pad)
-            memory = torch.where(has_tokens[:, None, None], written, memory)
+                written = self.memory(prev, states, pad)
+            memory = memory.index_copy(0, rows, written) if part else written
         return memory
 
     def _decode(self, enc: torch.Tensor, enc_pad: torch.Tensor, question: torch.Tensor,
@@ -188,12 +192,14 @@ class MemoryQA(nn.Module):
         the encoder side, a one-layer decoder's first query would be the same
         for every question.
         """
-        # Pad the question to a fixed length so BOS and the answer always sit
-        # at the same positions, whatever else is in the batch.
-        question = F.pad(question, (0, self.vocab.max_question_len - question.shape[1]), value=self.vocab.pad_id)
+        # BOS and the answer always take the positions after max_question_len,
+        # whatever the question lengths in the batch, so a question padded to
+        # the batch's longest reads the same as one padded to the maximum.
         seq = torch.cat([question, prefix], dim=1)
         n = seq.shape[1]
-        x = self.word_embeddings(seq) + self.answer_pos(torch.arange(n, device=seq.device))
+        positions = torch.cat([torch.arange(question.shape[1], device=seq.device),
+                               self.vocab.max_question_len + torch.arange(prefix.shape[1], device=seq.device)])
+        x = self.word_embeddings(seq) + self.answer_pos(positions)
         pad = torch.cat([question == self.vocab.pad_id, torch.zeros_like(prefix, dtype=torch.bool)], dim=1)
         causal = torch.ones(n, n, dtype=torch.bool, device=seq.device).triu(1)  # True = may not attend
         y = self.decoder(x, enc, tgt_mask=causal, tgt_is_causal=True, tgt_key_padding_mask=pad,

@@ -1,6 +1,7 @@
 from pathlib import Path
 
-from kg_pipeline import KGInputError, train_kg
+from kg_pipeline import train_kg
+from kg_pipeline.kg import external_kg_files
 from stmem.config import Config
 from tasks.stage import run_stage, stage_task
 
@@ -11,9 +12,7 @@ def kg_task(cfg: Config, extract_dir: str) -> str:
     triples = Path(extract_dir) / "triples.parquet"
     inputs = {triples: "extract"}
     if cfg.kg.external_kg:
-        external = Path(cfg.kg.external_kg)
-        if not external.is_file():
-            raise KGInputError(f"{external}: external KG file not found (kg.external_kg)")
-        inputs[external] = "kg"  # recorded by hash in the manifest
+        for f in external_kg_files(Path(cfg.kg.external_kg)):
+            inputs[f] = "kg"  # recorded by hash in the manifest
     return run_stage(cfg, "kg", inputs=inputs, sections=("kg",),
                      work=lambda out: train_kg(triples_path=triples, out_dir=out, **cfg.kg.model_dump()))

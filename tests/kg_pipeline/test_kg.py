@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 from kg_pipeline import KGInputError, read_triples_tsv, train_kg
 from kg_pipeline.extract import TRIPLES_SCHEMA
+from kg_pipeline.kg import external_kg_files
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 COUNTRIES_S1 = DATA / "countries" / "Countries_S1" / "train.txt"
@@ -106,3 +107,27 @@ def test_train_kg_complex_model_exports_real_float32(tmp_path):
     assert str(emb.dtype) == "torch.float32" and not emb.is_complex()
     assert tuple(emb.shape) == (summary["num_entities"], 8)  # (re, im) per complex dimension
     assert summary["embedding_dim"] == 8
+
+
+@needs_countries
+def test_external_kg_directory_is_its_whole_split(tmp_path):
+    # Countries_S1 ships train/valid/test.txt: the directory stands for their union, the whole graph.
+    s1 = COUNTRIES_S1.parent
+    files = external_kg_files(s1)
+    assert [f.name for f in files] == ["train.txt", "valid.txt", "test.txt"]
+    whole = {t for f in files for t in read_triples_tsv(f)}
+    assert len(whole) > len(set(read_triples_tsv(COUNTRIES_S1)))
+    triples = _triples_parquet(tmp_path / "triples.parquet", TEXT_TRIPLES)
+    out = tmp_path / "kg"
+    out.mkdir()
+    summary = train_kg(triples_path=triples, out_dir=out, external_kg=s1, model_kwargs={"embedding_dim": 4},
+                       training_kwargs={"num_epochs": 1, "batch_size": 512}, seed=0)
+    assert summary["num_triples"] == len(whole | set(TEXT_TRIPLES))
+
+
+def test_external_kg_directory_without_split_names_what_is_missing(tmp_path):
+    (tmp_path / "train.txt").write_text("a\tr\tb\n")
+    with pytest.raises(KGInputError, match=f"{tmp_path}: external KG directory lacks valid.txt, test.txt"):
+        external_kg_files(tmp_path)
+    with pytest.raises(KGInputError, match="nowhere: external KG not found"):
+        external_kg_files(tmp_path / "nowhere")

@@ -1,0 +1,116 @@
+"""Ablations in one command: memory off, KG off and full context beside the full model.
+
+Uses the corpus, extract, KG and dataset artifacts of an existing run
+(``stmem run`` or ``stmem stage ...`` first) and trains one model per variant
+and seed with the run's config:
+
+    memory        the model as configured
+    no_memory     model.memory=false: only the last segment and the question
+    no_kg         model.kg_fusion=false
+    full_context  one segment long enough for the longest context (the dataset
+                  is rebuilt so, with the run's tokenizer), no memory: the upper bound
+
+Prints test exact-match per variant (mean and range over seeds, per task) and
+writes JSON.
+
+    python benchmarks/ablation.py --config conf/babi-qa1.yaml --variants memory no_memory
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+
+from stmem.artifacts import require
+from stmem.config import Config, load_config
+from stmem.dataset import build_dataset
+from stmem.layout import RunLayout
+from stmem.train import fit
+
+VARIANTS = ("memory", "no_memory", "no_kg", "full_context")
+
+
+def full_context_dataset(cfg: Config, layout: RunLayout, out: Path) -> int:
+    """Rebuild the run's dataset with one segment holding the longest context; returns its length."""
+    ds = layout.stage_dir("dataset")
+    longest = max(max(pq.read_table(ds / f"{s}.parquet", columns=["context_tokens"]).column(0).to_pylist() or [0])
+                  for s in ("train", "val", "test"))
+    build_dataset(corpus_path=layout.corpus, mentions_path=layout.mentions,
+                  entity_index_path=layout.stage_dir("kg") / "entity_index.parquet", out_dir=out,
+                  **{**cfg.dataset.model_dump(), "segment_len": longest, "max_segments": 1,
+                     "tokenizer": str(ds / "tokenizer.json")})
+    return longest
+
+
+def run_variant(cfg: Config, layout: RunLayout, variant: str, seed: int, work: Path) -> dict:
+    dataset_dir, model_cfg = layout.stage_dir("dataset"), cfg.model
+    if variant == "no_memory":
+        model_cfg = model_cfg.model_copy(update={"memory": False})
+    elif variant == "no_kg":
+        model_cfg = model_cfg.model_copy(update={"kg_fusion": False})
+    elif variant == "full_context":
+        dataset_dir = work / "full_context_dataset"
+        if not dataset_dir.is_dir():
+            dataset_dir.mkdir()
+            full_context_dataset(cfg, layout, dataset_dir)
+        model_cfg = model_cfg.model_copy(update={"memory": False})
+    started = time.time()
+    summary = fit(dataset_dir=dataset_dir, kg_dir=layout.stage_dir("kg"), out_dir=work / f"{variant}-{seed}",
+                  model_cfg=model_cfg, train_cfg=cfg.train.model_copy(update={"progress": False}),
+                  spacy_model=cfg.extract.spacy_model, seed=seed)
+    return {**summary, "seed": seed, "wall_seconds": round(time.time() - started, 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config")
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--out", help="JSON report (default benchmarks/results/ablation-<run name>.json)")
+    args = ap.parse_args()
+    cfg = load_config(args.config, args.overrides)
+    layout = RunLayout(cfg.run_dir)
+    require(layout.stage_dir("dataset") / "train.parquet", layout.corpus, stage="dataset")
+    out = Path(args.out or f"benchmarks/results/ablation-{cfg.run.name}.json")
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant in args.variants:
+            runs = []
+            for seed in args.seeds:
+                runs.append(run_variant(cfg, layout, variant, seed, Path(tmp)))
+                r = runs[-1]
+                print(f"{variant:13s} seed {seed}: test exact-match {r['test_accuracy']:.3f} "
+                      f"(best val {r['best_val_accuracy']:.3f}, {r['epochs_run']} epochs, "
+                      f"{r['train_seconds']:.0f}s)", flush=True)
+            accs = [r["test_accuracy"] for r in runs]
+            results[variant] = {"mean": round(statistics.mean(accs), 4), "min": min(accs), "max": max(accs),
+                                "per_task_mean": {t: round(statistics.mean(r["per_task"][t] for r in runs), 4)
+                                                  for t in runs[0]["per_task"]},
+                                "runs": runs}
+    print(f"\n{'variant':13s} {'mean':>6s} {'min':>6s} {'max':>6s}")
+    for variant, r in results.items():
+        print(f"{variant:13s} {r['mean']:6.3f} {r['min']:6.3f} {r['max']:6.3f}")
+    report = {"command": " ".join(["python", *sys.argv]), "config": args.config, "overrides": args.overrides,
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
+                         f"{'cuda' if torch.cuda.is_available() else 'cpu'}",
+              "seeds": args.seeds, "results": results}
+    if "memory" in results and "no_memory" in results:
+        report["memory_gain_points"] = round(100 * (results["memory"]["mean"] - results["no_memory"]["mean"]), 1)
+        print(f"memory on - off: {report['memory_gain_points']} points")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

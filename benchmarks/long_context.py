@@ -1,0 +1,101 @@
+"""Accuracy against context length, BABILong-style.
+
+Takes a model trained by a run (``corpus.format: babilong`` or plain bAbI)
+and evaluates it on the same bAbI test stories padded with distractor
+sentences (stmem/corpus/babilong.py) so that the context before each story's
+last question is 1x, 4x, 16x, 64x ... the segment length. Each length's
+corpus goes through the library's own extract and dataset steps, with the
+run's tokenizer and entity index, so the model sees exactly the encoding it
+was trained on. Reports exact-match on every test question and on the last
+question of each story (whose context is the full length).
+
+    python benchmarks/long_context.py --config conf/babilong-qa1.yaml --factors 1 4 16 64
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from kg_pipeline.extract import extract
+from stmem.checkpoint import load_checkpoint
+from stmem.config import load_config
+from stmem.corpus import add_distractors, read_babi, write_corpus
+from stmem.dataset import build_dataset, load_tokenizer
+from stmem.evaluate import exact_match
+from stmem.layout import RunLayout
+from stmem.train import load_examples
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True, help="the training run's config (bAbI path, tasks, segment sizes)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--factors", nargs="+", type=float, default=[1, 4, 16, 64])
+    ap.add_argument("--model-dir", help="a trained model directory (default: the run's train stage)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--out", help="JSON report (default benchmarks/results/long_context-<run name>.json)")
+    args = ap.parse_args()
+    cfg = load_config(args.config, args.overrides)
+    layout = RunLayout(cfg.run_dir)
+    model_dir = Path(args.model_dir) if args.model_dir else layout.stage_dir("train")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, _ = load_checkpoint(model_dir, device)
+    tokenizer = load_tokenizer(model_dir / "tokenizer.json")
+    entity_index = layout.stage_dir("kg") / "entity_index.parquet"
+    words_per_segment = cfg.corpus.babilong.segment_len
+    test = [s for s in read_babi(cfg.corpus.path, cfg.corpus.tasks, val_fraction=cfg.corpus.val_fraction,
+                                 seed=cfg.run.seed) if s.split == "test"]
+    rows = []
+    for factor in args.factors:
+        started = time.time()
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            stories = add_distractors(test, segment_len=words_per_segment, factor=factor, seed=cfg.corpus.babilong.seed)
+            write_corpus(stories, tmp / "corpus.parquet")
+            extract(corpus_path=tmp / "corpus.parquet", out_dir=tmp, spacy_model=cfg.extract.spacy_model)
+            # Room for every segment of the longest context: nothing is dropped.
+            stats = build_dataset(corpus_path=tmp / "corpus.parquet", mentions_path=tmp / "mentions.parquet",
+                                  entity_index_path=entity_index, out_dir=tmp,
+                                  **{**cfg.dataset.model_dump(), "max_segments": 100_000,
+                                     "tokenizer": str(model_dir / "tokenizer.json")})
+            examples = load_examples(tmp / "test.parquet")
+        last_q = {}
+        for e in examples:  # example ids are <story>/<question index>
+            story, q = e["example_id"].rsplit("/", 1)
+            if int(q) >= last_q.get(story, (-1, None))[0]:
+                last_q[story] = (int(q), e)
+        last = [e for _, e in last_q.values()]
+        every = exact_match(model, examples, tokenizer, batch_size=args.batch_size, device=device)
+        final = exact_match(model, last, tokenizer, batch_size=args.batch_size, device=device)
+        segs = [len(e["segments"]) for e in last]
+        row = {"factor": factor, "target_words": round(factor * words_per_segment),
+               "last_question_mean_segments": round(sum(segs) / len(segs), 1), "last_question_max_segments": max(segs),
+               "mean_context_tokens_all": stats["mean_context_tokens"],
+               "accuracy_all": round(every["accuracy"], 4), "n_all": every["n"],
+               "accuracy_last_question": round(final["accuracy"], 4), "n_last_question": final["n"],
+               "per_task_all": every["per_task"], "per_task_last_question": final["per_task"],
+               "seconds": round(time.time() - started, 1)}
+        rows.append(row)
+        print(f"{factor:g}x: {row['last_question_mean_segments']} segments (last question), "
+              f"exact-match all {row['accuracy_all']:.3f}, last question {row['accuracy_last_question']:.3f} "
+              f"({row['seconds']:.0f}s)", flush=True)
+    report = {"command": " ".join(["python", *sys.argv]), "config": args.config, "overrides": args.overrides,
+              "model_dir": str(model_dir), "segment_len_tokens": cfg.dataset.segment_len,
+              "segment_len_words": words_per_segment, "device": str(device),
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads", "results": rows}
+    out = Path(args.out or f"benchmarks/results/long_context-{cfg.run.name}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
