@@ -92,11 +92,15 @@ def train_kg(*, triples_path: Path, out_dir: Path, model: str = "TransE",
              model_kwargs: dict | None = None, training_kwargs: dict | None = None,
              optimizer_kwargs: dict | None = None, external_kg: Path | None = None,
              split_ratios: tuple[float, float, float] | list[float] = (0.8, 0.1, 0.1),
-             seed: int = 0) -> dict:
+             text_triples: bool = True, seed: int = 0) -> dict:
     """Train `model` on triples.parquet (+ an external KG, see ``external_kg_files``) and export
     per-entity embeddings."""
     triples_path, out_dir = Path(triples_path), Path(out_dir)
-    triples = _read_triples_parquet(triples_path)
+    # text_triples=False: the embedding is trained on the external KG alone,
+    # so facts the text states about its entities cannot pull them around.
+    triples = _read_triples_parquet(triples_path) if text_triples else []
+    if not text_triples and external_kg is None:
+        raise KGInputError("kg.text_triples is false and there is no kg.external_kg: nothing to train on")
     if external_kg is not None:
         for f in external_kg_files(Path(external_kg)):
             triples += read_triples_tsv(f)

@@ -95,6 +95,9 @@ class KGConfig(_Section):
     # of one (e.g. ../shared/data/countries/Countries_S1: the whole graph)
     external_kg: str | None = None
     split_ratios: list[float] = Field(default_factory=lambda: [0.8, 0.1, 0.1])
+    # false: train on external_kg alone (the text's own triples can pull its
+    # entities away from what the KG says about them)
+    text_triples: bool = True
     seed: int = 0
 
 
@@ -118,10 +121,14 @@ class ModelConfig(_Section):
     decoder_layers: int = Field(1, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
     memory: bool = True  # False: the model sees only the last segment
-    # gated: slots written through g_t = sigmoid(W_g[h_t, c_{t-1}]);
+    # routed: each token is routed to one slot (or none) and the slot's write is
+    # gated, g = (1 - exp(-routed mass)) * sigmoid(W_g[c~_t, c_{t-1}]): slots no
+    # token chose keep their content (stmem/model.py, RoutedSlotMemory);
+    # gated: every slot reads the whole segment by attention, gate
+    # g_t = sigmoid(W_g[c~_t, c_{t-1}]) (GatedSlotMemory);
     # rmt: Recurrent Memory Transformer, the slots' encoder outputs become the next memory
-    memory_type: Literal["gated", "rmt"] = "gated"
-    memory_slots: int = Field(4, ge=1)
+    memory_type: Literal["routed", "gated", "rmt"] = "routed"
+    memory_slots: int = Field(8, ge=1)
     kg_fusion: bool = True
     pretrained_encoder: str | None = None  # a local directory for AutoModel
 

@@ -80,6 +80,43 @@ class GatedSlotMemory(nn.Module):
         return g * cand + (1 - g) * prev
 
 
+class RoutedSlotMemory(nn.Module):
+    """Memory slots that compete for each token of a segment.
+
+    Each token's state is routed to one slot, or to "nowhere", by a softmax
+    over the slots plus a learned no-write option (slot attention's
+    competition, but also free to write nothing). Slot i's candidate is the
+    mean of what was routed to it, and its gate is
+
+        g_i = (1 - exp(-m_i)) * sigmoid(W_g [c~_i, c_{i,t-1}])
+
+    where m_i is the token mass routed to slot i: a slot no token chose keeps
+    its content exactly, so a fact survives any number of segments about
+    something else.
+    """
+
+    def __init__(self, hidden: int, slots: int):
+        super().__init__()
+        self.slot_keys = nn.Parameter(torch.randn(slots, hidden))
+        self.q = nn.Linear(hidden, hidden)  # from the slots: what each one holds
+        self.k = nn.Linear(hidden, hidden)  # from the tokens
+        self.v = nn.Linear(hidden, hidden)
+        self.no_write = nn.Parameter(torch.zeros(1))
+        self.norm = nn.LayerNorm(hidden)
+        self.gate = nn.Linear(2 * hidden, hidden)
+
+    def forward(self, prev: torch.Tensor, states: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        k_slots = prev.shape[1]
+        tokens, pad = states[:, k_slots:], pad_mask[:, k_slots:]
+        scores = torch.einsum("bkh,blh->bkl", self.q(prev) + self.slot_keys, self.k(tokens)) / tokens.shape[-1] ** 0.5
+        scores = torch.cat([scores, self.no_write.expand(scores.shape[0], 1, scores.shape[2])], dim=1)
+        route = scores.softmax(dim=1)[:, :k_slots] * (~pad).unsqueeze(1)  # (B, K, L): each token's share per slot
+        mass = route.sum(-1, keepdim=True)
+        cand = self.norm(route @ self.v(tokens) / (mass + 1e-6))
+        g = (1 - torch.exp(-mass)) * torch.sigmoid(self.gate(torch.cat([cand, prev], dim=-1)))
+        return g * cand + (1 - g) * prev
+
+
 class EntityFusion(nn.Module):
     """Adds projected KG entity embeddings to linked tokens through a gate."""
 
@@ -122,7 +159,8 @@ class MemoryQA(nn.Module):
             self.encoder = AutoModel.from_config(conf, **({"add_pooling_layer": False} if cfg.encoder_type == "bert" else {}))
         hidden = self.encoder.config.hidden_size
         heads = self.encoder.config.num_attention_heads
-        self.memory = GatedSlotMemory(hidden, cfg.memory_slots, heads) if cfg.memory_type == "gated" else None
+        self.memory = (GatedSlotMemory(hidden, cfg.memory_slots, heads) if cfg.memory_type == "gated" else
+                       RoutedSlotMemory(hidden, cfg.memory_slots) if cfg.memory_type == "routed" else None)
         self.fusion = None
         if cfg.kg_fusion:
             if entity_embeddings is None:

@@ -131,3 +131,20 @@ def test_external_kg_directory_without_split_names_what_is_missing(tmp_path):
         external_kg_files(tmp_path)
     with pytest.raises(KGInputError, match="nowhere: external KG not found"):
         external_kg_files(tmp_path / "nowhere")
+
+
+@needs_countries
+def test_kg_alone_leaves_the_text_triples_out(tmp_path):
+    triples = _triples_parquet(tmp_path / "triples.parquet", TEXT_TRIPLES)
+    out = tmp_path / "kg"
+    out.mkdir()
+    summary = train_kg(triples_path=triples, out_dir=out, external_kg=COUNTRIES_S1, text_triples=False,
+                       model_kwargs={"embedding_dim": 4}, training_kwargs={"num_epochs": 1, "batch_size": 512})
+    assert summary["num_triples"] == len(set(read_triples_tsv(COUNTRIES_S1)))
+    assert "mary" not in pq.read_table(out / "entity_index.parquet").column("entity").to_pylist()
+
+
+def test_kg_alone_without_external_kg_is_an_error(tmp_path):
+    triples = _triples_parquet(tmp_path / "triples.parquet", TEXT_TRIPLES)
+    with pytest.raises(KGInputError, match="text_triples is false and there is no kg.external_kg"):
+        train_kg(triples_path=triples, out_dir=tmp_path, text_triples=False)

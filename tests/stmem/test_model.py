@@ -6,7 +6,7 @@ import torch
 
 from stmem.batch import collate
 from stmem.config import ModelConfig
-from stmem.model import GatedSlotMemory, MemoryQA, Vocab
+from stmem.model import GatedSlotMemory, MemoryQA, RoutedSlotMemory, Vocab
 
 VOCAB = Vocab(vocab_size=40, pad_id=0, bos_id=2, eos_id=3, segment_len=6, max_question_len=4, max_answer_len=2,
               num_entities=5, entity_dim=4)
@@ -70,6 +70,41 @@ def test_gate_blends_candidate_and_previous_memory():
         out = mem(prev, states, pad)
         assert not torch.allclose(out, prev, atol=1e-3)
         assert torch.allclose(out, mem(prev, states * 1.0, pad))
+
+
+def _routed(hidden=8, slots=3):
+    torch.manual_seed(0)
+    mem = RoutedSlotMemory(hidden=hidden, slots=slots)
+    with torch.no_grad():  # every token's key is u, so slot i's score is slot_keys[i] . u
+        u = torch.ones(hidden)
+        mem.k.weight.zero_()
+        mem.k.bias.copy_(u)
+        mem.q.weight.zero_()
+        mem.q.bias.zero_()
+        mem.slot_keys.copy_(torch.stack([30 * u, -30 * u, -30 * u]))
+    return mem
+
+
+def test_routed_write_changes_only_the_chosen_slot():
+    mem = _routed()
+    prev, states = torch.randn(1, 3, 8), torch.randn(1, 3 + 5, 8)  # 3 slots, then 5 tokens
+    pad = torch.zeros(1, 8, dtype=torch.bool)
+    with torch.no_grad():
+        out = mem(prev, states, pad)
+    assert not torch.allclose(out[:, 0], prev[:, 0], atol=1e-3)  # every token chose slot 0
+    assert torch.equal(out[:, 1:], prev[:, 1:])  # no token chose these: kept exactly
+
+
+def test_routed_write_can_write_nothing_and_ignores_padding():
+    mem = _routed()
+    prev, states = torch.randn(1, 3, 8), torch.randn(1, 3 + 5, 8)
+    pad = torch.zeros(1, 8, dtype=torch.bool)
+    with torch.no_grad():
+        written = mem(prev, states, pad)
+        padded = mem(prev, torch.cat([states, torch.randn(1, 2, 8)], 1), torch.cat([pad, torch.ones(1, 2, dtype=torch.bool)], 1))
+        assert torch.allclose(written, padded, atol=1e-6)  # pad tokens write nothing
+        mem.no_write.fill_(1e4)  # every token takes the no-write option
+        assert torch.equal(mem(prev, states, pad), prev)
 
 
 def test_kg_fusion_changes_only_linked_tokens():
