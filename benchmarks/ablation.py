@@ -82,6 +82,11 @@ def main() -> int:
     require(layout.stage_dir("dataset") / "train.parquet", layout.corpus, stage="dataset")
     out = Path(args.out or f"benchmarks/results/ablation-{cfg.run.name}.json")
     results: dict[str, dict] = {}
+    report = {"command": " ".join(["python", *sys.argv]), "config": args.config, "overrides": args.overrides,
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
+                         f"{'cuda' if torch.cuda.is_available() else 'cpu'}",
+              "seeds": args.seeds, "results": results}
+    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for variant in args.variants:
             runs = []
@@ -96,18 +101,15 @@ def main() -> int:
                                 "per_task_mean": {t: round(statistics.mean(r["per_task"][t] for r in runs), 4)
                                                   for t in runs[0]["per_task"]},
                                 "runs": runs}
+            if "memory" in results and "no_memory" in results:
+                report["memory_gain_points"] = round(100 * (results["memory"]["mean"]
+                                                            - results["no_memory"]["mean"]), 1)
+            out.write_text(json.dumps(report, indent=2) + "\n")  # after every variant: a long run keeps what it has
     print(f"\n{'variant':13s} {'mean':>6s} {'min':>6s} {'max':>6s}")
     for variant, r in results.items():
         print(f"{variant:13s} {r['mean']:6.3f} {r['min']:6.3f} {r['max']:6.3f}")
-    report = {"command": " ".join(["python", *sys.argv]), "config": args.config, "overrides": args.overrides,
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
-                         f"{'cuda' if torch.cuda.is_available() else 'cpu'}",
-              "seeds": args.seeds, "results": results}
-    if "memory" in results and "no_memory" in results:
-        report["memory_gain_points"] = round(100 * (results["memory"]["mean"] - results["no_memory"]["mean"]), 1)
+    if "memory_gain_points" in report:
         print(f"memory on - off: {report['memory_gain_points']} points")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"written to {out}")
     return 0
 

@@ -104,6 +104,10 @@ class KGConfig(_Section):
 class DatasetConfig(_Section):
     segment_len: int = Field(8, ge=4)  # tokens; whole sentences are packed into segments
     max_segments: int = Field(12, ge=1)  # the oldest segments beyond this are dropped
+    # false: one sentence per segment (segment_len then only bounds a sentence):
+    # a small encoder from scratch is poor at telling which of several facts in
+    # one segment came last, the memory's write order is not
+    pack_sentences: bool = True
     tokenizer: str | None = None  # a pretrained tokenizer directory; None trains one
     vocab_size: int = Field(2000, ge=50)
     max_question_len: int = Field(24, ge=2)

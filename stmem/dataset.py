@@ -114,14 +114,15 @@ class ContextEncoder:
         return ids, ents
 
 
-def segment(sentences: list[tuple[list[int], list[int]]], segment_len: int, max_segments: int
-            ) -> tuple[list[list[int]], list[list[int]]]:
+def segment(sentences: list[tuple[list[int], list[int]]], segment_len: int, max_segments: int,
+            pack: bool = True) -> tuple[list[list[int]], list[list[int]]]:
     """Pack whole sentences, newest first, into segments of at most ``segment_len`` tokens.
 
     ``sentences`` holds (token ids, entity ids) per sentence, oldest first.
     A fact is never cut in two across segments (binding its halves through
     the memory is needlessly hard); only a sentence longer than a segment is
-    split, end-aligned. Returns the newest ``max_segments`` segments, oldest first.
+    split, end-aligned. ``pack=False`` gives every sentence its own segment.
+    Returns the newest ``max_segments`` segments, oldest first.
     """
     segs: list[tuple[list[int], list[int]]] = []
     cur_ids: list[int] = []
@@ -133,7 +134,7 @@ def segment(sentences: list[tuple[list[int], list[int]]], segment_len: int, max_
                 cur_ids, cur_ents = [], []
             segs.append((ids[-segment_len:], ents[-segment_len:]))
             ids, ents = ids[:-segment_len], ents[:-segment_len]
-        if len(cur_ids) + len(ids) > segment_len:
+        if cur_ids and (not pack or len(cur_ids) + len(ids) > segment_len):
             segs.append((cur_ids, cur_ents))
             cur_ids, cur_ents = [], []
         cur_ids, cur_ents = ids + cur_ids, ents + cur_ents
@@ -155,7 +156,8 @@ def _mentions_by_text(mentions_path: Path) -> dict[tuple[str, str, int], list[tu
 
 def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: Path, out_dir: Path,
                   segment_len: int = 24, max_segments: int = 8, tokenizer: str | None = None,
-                  vocab_size: int = 2000, max_question_len: int = 24, max_answer_len: int = 8) -> dict:
+                  vocab_size: int = 2000, max_question_len: int = 24, max_answer_len: int = 8,
+                  pack_sentences: bool = True) -> dict:
     """Write ``{train,val,test}.parquet``, ``tokenizer.json`` and ``dataset_info.json``."""
     stories = read_corpus(corpus_path)
     train_stories = [s for s in stories if s.split == "train"]
@@ -180,7 +182,8 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
             sent_ids.append(ids)
             sent_ents.append(ents)
         for q, (question, answer, pos) in enumerate(zip(s.questions, s.answers, s.question_positions)):
-            segs, seg_ents = segment(list(zip(sent_ids[:pos], sent_ents[:pos])), segment_len, max_segments)
+            segs, seg_ents = segment(list(zip(sent_ids[:pos], sent_ents[:pos])), segment_len, max_segments,
+                                     pack_sentences)
             n_tokens = sum(len(x) for x in sent_ids[:pos])
             q_ids, q_ents = encoder.encode(question, mentions.get((s.story_id, "question", q), []))
             a_ids = tok.encode(normalize_answer(answer), add_special_tokens=False).ids[:max_answer_len - 1]
@@ -205,7 +208,8 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
     lengths = [r["context_tokens"] for r in every]
     info = {
         "vocab_size": special.vocab_size, "pad_id": special.pad, "bos_id": special.bos, "eos_id": special.eos,
-        "segment_len": segment_len, "max_segments": max_segments, "max_question_len": max_question_len,
+        "segment_len": segment_len, "pack_sentences": pack_sentences, "max_segments": max_segments,
+        "max_question_len": max_question_len,
         "max_answer_len": max_answer_len, "num_entities": len(entity_rows),
         "tasks": sorted({s.task for s in stories}),
     }

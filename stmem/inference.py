@@ -54,7 +54,8 @@ class Predictor:
             raise ValueError("question is empty")
         mentions = self._mentions(sentences + [question])
         encoded = [self.encoder.encode(text, ms) for text, ms in zip(sentences, mentions)]
-        segs, seg_ents = segment(encoded, self.model.vocab.segment_len, self.max_segments)
+        segs, seg_ents = segment(encoded, self.model.vocab.segment_len, self.max_segments,
+                                 self.model.vocab.pack_sentences)
         q_ids, q_ents = self.encoder.encode(question, mentions[-1])
         n = self.model.vocab.max_question_len
         return {"segments": segs, "segment_entities": seg_ents, "question": q_ids[:n], "question_entities": q_ents[:n]}

@@ -45,6 +45,7 @@ class Vocab:
     max_answer_len: int
     num_entities: int = 0
     entity_dim: int = 0
+    pack_sentences: bool = True  # how the dataset made segments; inference does the same
 
     @classmethod
     def from_dataset(cls, info: dict, entity_embeddings: torch.Tensor | None) -> "Vocab":
@@ -53,7 +54,8 @@ class Vocab:
                    eos_id=info["eos_id"], segment_len=info["segment_len"],
                    max_question_len=info["max_question_len"], max_answer_len=info["max_answer_len"],
                    num_entities=0 if entity_embeddings is None else entity_embeddings.shape[0],
-                   entity_dim=0 if entity_embeddings is None else entity_embeddings.shape[1])
+                   entity_dim=0 if entity_embeddings is None else entity_embeddings.shape[1],
+                   pack_sentences=info.get("pack_sentences", True))
 
 
 class GatedSlotMemory(nn.Module):

@@ -273,7 +273,8 @@ def fit(*, dataset_dir: Path, out_dir: Path, model_cfg: ModelConfig, train_cfg: 
     if owns_group:
         dist.destroy_process_group()
     return {"test_accuracy": test["accuracy"], "per_task": test["per_task"], "best_val_accuracy": best,
-            "epochs_run": len(history), "device": str(device), "train_seconds": round(train_seconds, 1)}
+            "epochs_run": len(history), "device": str(device), "train_seconds": round(train_seconds, 1),
+            "history": history}
 
 
 # Resumable checkpoints: <out_dir>/checkpoints/step-NNNNNN/ holds

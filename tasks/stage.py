@@ -46,6 +46,6 @@ def run_stage(cfg: Config, stage: str, *, inputs: dict[Path, str], sections: tup
     with stage_output(out, stage=stage, inputs=list(inputs), config_hash=cfg.section_hash(*sections)) as (tmp, summary):
         summary.update(work(tmp))
     figures = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in summary.items() if not isinstance(v, dict))
+                        for k, v in summary.items() if not isinstance(v, (dict, list)))
     logger.info("%s: finished in %.1fs: %s", stage, time.time() - started, figures)
     return str(out)

@@ -20,6 +20,14 @@ def test_segments_pack_whole_sentences_newest_first():
     assert segment([], 4, 3) == ([], [])
 
 
+def test_segments_one_sentence_each_when_not_packing():
+    sents = [([1, 2], [0, 1]), ([4], [0]), ([6, 7, 8, 9, 10, 11], [0] * 6)]
+    segs, ents = segment(sents, 4, 8, pack=False)
+    assert segs == [[1, 2], [4], [6, 7], [8, 9, 10, 11]]  # [1, 2] and [4] would share one when packing
+    assert ents == [[0, 1], [0], [0, 0], [0, 0, 0, 0]]
+    assert segment(sents, 4, 2, pack=False)[0] == [[6, 7], [8, 9, 10, 11]]
+
+
 def test_normalize_answer():
     assert normalize_answer("Milk , Football") == "milk,football"
     assert normalize_answer(" n,w ") == "n,w"
