@@ -161,9 +161,9 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
     """Write ``{train,val,test}.parquet``, ``tokenizer.json`` and ``dataset_info.json``."""
     stories = read_corpus(corpus_path)
     train_stories = [s for s in stories if s.split == "train"]
-    if not train_stories:
-        raise CorpusError(f"{corpus_path}: no training stories")
     if tokenizer is None:
+        if not train_stories:  # a given tokenizer can encode a test-only corpus
+            raise CorpusError(f"{corpus_path}: no training stories to train a tokenizer on")
         texts = [t for s in train_stories for t in (*s.sentences, *s.questions, *s.answers)]
         tok = train_tokenizer(texts, vocab_size)
     else:
