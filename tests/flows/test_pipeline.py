@@ -1,6 +1,7 @@
 """The whole pipeline through Prefect on the tiny config, then one stage alone."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,7 +91,9 @@ def test_model_is_registered_as_champion_and_loads_in_a_fresh_process(run_dir):
     assert "ANSWER=" in out.stdout
 
 
-def test_stage_train_reruns_training_alone(run_dir):
+def test_stage_train_reruns_training_alone(run_dir, tmp_path):
+    # on a copy: the registered champion must keep matching run_dir's checkpoint for the other tests
+    run_dir = Path(shutil.copytree(run_dir, tmp_path / run_dir.name))
     L = RunLayout(run_dir)
     before = {s: json.loads((L.stage_dir(s) / "manifest.json").read_text()) for s in STAGES}
     res = stmem_cli("stage", "train", "--config", str(TINY_CONFIG), "--set", f"run.root={run_dir.parent}",
