@@ -2,12 +2,18 @@
 
 Reading order: ``MemoryQA.forward`` walks the context segment by segment.
 For each segment the encoder sees [memory slots ; segment tokens], so the
-tokens read the memory by self-attention; then ``GatedSlotMemory`` writes
-what the segment said into the slots:
+tokens read the memory by self-attention; then the memory writes what the
+segment said into the slots, always as
 
-    c~_t = Attn(slot queries + c_{t-1}, encoder outputs of segment t)
-    g_t  = sigmoid(W_g [c~_t, c_{t-1}])
-    c_t  = g_t * c~_t + (1 - g_t) * c_{t-1}
+    c_t = g_t * c~_t + (1 - g_t) * c_{t-1}
+
+``RoutedSlotMemory`` (the default, ``memory_type: routed``) routes each
+token to one slot or to none; slot i's candidate c~ is the mean of what it
+received and g = (1 - exp(-m_i)) * sigmoid(W_g [c~, c_{t-1}]), m_i the token
+mass it received, so an unchosen slot keeps its content exactly.
+``GatedSlotMemory`` (``gated``) lets every slot read the whole segment by
+attention, c~_t = Attn(slot queries + c_{t-1}, segment), g_t = sigmoid(W_g
+[c~_t, c_{t-1}]); it forgets within a few segments (docs/benchmarks.md).
 
 c_0 is zero: everything in memory was written from the input. With
 ``memory_type: rmt`` the slots are Recurrent Memory Transformer tokens

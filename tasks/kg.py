@@ -13,6 +13,6 @@ def kg_task(cfg: Config, extract_dir: str) -> str:
     inputs = {triples: "extract"}
     if cfg.kg.external_kg:
         for f in external_kg_files(Path(cfg.kg.external_kg)):
-            inputs[f] = "kg"  # recorded by hash in the manifest
+            inputs[f] = "kg"  # external_kg_files already checked it exists; listed so the manifest hashes it
     return run_stage(cfg, "kg", inputs=inputs, sections=("kg",),
                      work=lambda out: train_kg(triples_path=triples, out_dir=out, **cfg.kg.model_dump()))
