@@ -64,7 +64,7 @@ def run_variant(cfg: Config, layout: RunLayout, variant: str, seed: int, work: P
         model_cfg = model_cfg.model_copy(update={"memory": False})
     started = time.time()
     summary = fit(dataset_dir=dataset_dir, kg_dir=layout.stage_dir("kg"), out_dir=work / f"{variant}-{seed}",
-                  model_cfg=model_cfg, train_cfg=cfg.train.model_copy(update={"progress": False}),
+                  model_cfg=model_cfg, train_cfg=cfg.train,
                   spacy_model=cfg.extract.spacy_model, seed=seed)
     return {**summary, "seed": seed, "wall_seconds": round(time.time() - started, 1)}
 

@@ -133,6 +133,11 @@ class ModelConfig(_Section):
     # rmt: Recurrent Memory Transformer, the slots' encoder outputs become the next memory
     memory_type: Literal["routed", "gated", "rmt"] = "routed"
     memory_slots: int = Field(8, ge=1)
+    # true: the encoder reads [memory ; segment], so a segment's tokens see what
+    # earlier ones wrote. false (routed only): the encoder reads each segment
+    # alone, all segments of a batch in one call, and the memory is written from
+    # those states afterwards; only the write is sequential, which is cheap.
+    segment_sees_memory: bool = True
     kg_fusion: bool = True
     pretrained_encoder: str | None = None  # a local directory for AutoModel
 
@@ -140,6 +145,9 @@ class ModelConfig(_Section):
     def _heads_divide(self) -> "ModelConfig":
         if self.pretrained_encoder is None and self.hidden_size % self.num_heads:
             raise ValueError("model.hidden_size must be divisible by model.num_heads")
+        if not self.segment_sees_memory and self.memory_type != "routed":
+            raise ValueError("model.segment_sees_memory=false needs model.memory_type=routed "
+                             "(gated and rmt write from the slots' encoder states)")
         return self
 
 

@@ -114,13 +114,22 @@ class RoutedSlotMemory(nn.Module):
         self.gate = nn.Linear(2 * hidden, hidden)
 
     def forward(self, prev: torch.Tensor, states: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        """``states``: encoder outputs of [memory slots ; segment tokens], the slots first."""
         k_slots = prev.shape[1]
-        tokens, pad = states[:, k_slots:], pad_mask[:, k_slots:]
-        scores = torch.einsum("bkh,blh->bkl", self.q(prev) + self.slot_keys, self.k(tokens)) / tokens.shape[-1] ** 0.5
+        return self.write(prev, *self.project(states[:, k_slots:]), pad_mask[:, k_slots:])
+
+    def project(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token keys and values; independent of the memory, so any number of segments can go at once."""
+        return self.k(tokens), self.v(tokens)
+
+    def write(self, prev: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """One segment's write: (B, K, H) memory, (B, L, H) token keys/values, (B, L) padding."""
+        k_slots = prev.shape[1]
+        scores = torch.einsum("bkh,blh->bkl", self.q(prev) + self.slot_keys, keys) / keys.shape[-1] ** 0.5
         scores = torch.cat([scores, self.no_write.expand(scores.shape[0], 1, scores.shape[2])], dim=1)
         route = scores.softmax(dim=1)[:, :k_slots] * (~pad).unsqueeze(1)  # (B, K, L): each token's share per slot
-        mass = route.sum(-1, keepdim=True)
-        cand = self.norm(route @ self.v(tokens) / (mass + 1e-6))
+        mass = route.sum(-1, keepdim=True)  # an all-pad segment: mass 0, g 0, the memory stays as it was
+        cand = self.norm(route @ values / (mass + 1e-6))
         g = (1 - torch.exp(-mass)) * torch.sigmoid(self.gate(torch.cat([cand, prev], dim=-1)))
         return g * cand + (1 - g) * prev
 
@@ -206,13 +215,10 @@ class MemoryQA(nn.Module):
         B, S, _ = segments.shape
         hidden = self.encoder.config.hidden_size
         memory = segments.new_zeros(B, self.cfg.memory_slots, hidden, dtype=self.word_embeddings.weight.dtype)
-        k = self.bptt_segments
+        if not self.cfg.segment_sees_memory:
+            return self._write_encoded_segments(memory, segments, seg_ents)
         for t in range(S):
-            if k and t and (S - t) % k == 0:
-                # The loss comes after the last segment read here, so detaching
-                # every k segments, counted back from it, lets the gradient reach
-                # only the last k memory writes (stories are right-aligned).
-                memory = memory.detach()
+            memory = self._truncate(memory, t, S)
             ids = segments[:, t]
             rows = (ids != self.vocab.pad_id).any(dim=1).nonzero().squeeze(1)
             if len(rows) == 0:
@@ -227,6 +233,41 @@ class MemoryQA(nn.Module):
             else:
                 written = self.memory(prev, states, pad)
             memory = memory.index_copy(0, rows, written) if part else written
+        return memory
+
+    def _truncate(self, memory: torch.Tensor, t: int, S: int) -> torch.Tensor:
+        """Detach the memory before segment t when truncated BPTT says so."""
+        k = self.bptt_segments
+        if k and t and (S - t) % k == 0:
+            # The loss comes after the last segment read here, so detaching
+            # every k segments, counted back from it, lets the gradient reach
+            # only the last k memory writes (stories are right-aligned).
+            return memory.detach()
+        return memory
+
+    def _write_encoded_segments(self, memory: torch.Tensor, segments: torch.Tensor,
+                                seg_ents: torch.Tensor) -> torch.Tensor:
+        """``segment_sees_memory: false``: encode every segment at once, then write them in order.
+
+        The encoder never sees the memory here, so the (B*S) segments go through
+        it as one batch, as a plain encoder would read them; only the routed
+        write, a few small matrix products per segment, runs one segment after
+        another.
+        """
+        B, S, L = segments.shape
+        ids, ents = segments.flatten(0, 1), seg_ents.flatten(0, 1)
+        pad = ids == self.vocab.pad_id
+        rows = (~pad).any(dim=1).nonzero().squeeze(1)  # empty segments are not encoded
+        if len(rows) == 0:
+            return memory
+        states = self.encoder(inputs_embeds=self._embed(ids[rows], ents[rows]),
+                              attention_mask=(~pad[rows]).long()).last_hidden_state
+        keys, values = self.memory.project(states)
+        keys = keys.new_zeros(B * S, L, keys.shape[-1]).index_copy(0, rows, keys).view(B, S, L, -1)
+        values = values.new_zeros(B * S, L, values.shape[-1]).index_copy(0, rows, values).view(B, S, L, -1)
+        pad = pad.view(B, S, L)
+        for t in range(S):
+            memory = self.memory.write(self._truncate(memory, t, S), keys[:, t], values[:, t], pad[:, t])
         return memory
 
     def _decode(self, enc: torch.Tensor, enc_pad: torch.Tensor, question: torch.Tensor,

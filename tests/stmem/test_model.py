@@ -24,8 +24,12 @@ def example(first_segment, last_segment=(10, 11, 12, 13, 14, 15), question=(20, 
             "question": list(question), "question_entities": [0] * len(question), "answer_ids": [*answer, 3]}
 
 
-def test_memory_carries_earlier_segments():
-    model = tiny()
+BOTH_READS = pytest.mark.parametrize("sees_memory", [True, False], ids=["segment-sees-memory", "segments-batched"])
+
+
+@BOTH_READS
+def test_memory_carries_earlier_segments(sees_memory):
+    model = tiny(segment_sees_memory=sees_memory)
     a = collate([example([4, 5, 6, 7, 8, 9])], 0, 6)
     b = collate([example([5, 5, 5, 5, 5, 5])], 0, 6)  # only the first segment differs
     mem_a = model.read_context(a["segments"], a["segment_entities"])
@@ -43,8 +47,9 @@ def test_memory_off_sees_only_the_last_segment():
     assert not torch.allclose(model(a), model(c))
 
 
-def test_memory_starts_empty_and_empty_segments_leave_it_alone():
-    model = tiny()
+@BOTH_READS
+def test_memory_starts_empty_and_empty_segments_leave_it_alone(sees_memory):
+    model = tiny(segment_sees_memory=sees_memory)
     empty = torch.zeros(1, 3, 6, dtype=torch.long)
     # nothing read -> nothing in memory: no learned constant stands in for it
     assert torch.count_nonzero(model.read_context(empty, empty)) == 0
@@ -55,6 +60,31 @@ def test_memory_starts_empty_and_empty_segments_leave_it_alone():
     mem_padded = model.read_context(short["segments"][:1], short["segment_entities"][:1])
     mem_alone = model.read_context(alone["segments"], alone["segment_entities"])
     assert torch.allclose(mem_padded, mem_alone, atol=1e-6)
+
+
+def test_batched_segments_write_as_if_read_one_by_one():
+    """segment_sees_memory=false encodes all segments in one call; the write order stays the story's."""
+    model = tiny(segment_sees_memory=False)
+    batch = collate([example([4, 5, 6, 7, 8, 9]), {**example([7] * 6), "segments": [[7] * 6]}], 0, 6)
+    memory = model.read_context(batch["segments"], batch["segment_entities"])
+    for row in range(2):
+        mem = torch.zeros(1, 4, 32)
+        for t in range(2):
+            ids = batch["segments"][row:row + 1, t]
+            if ids.eq(0).all():
+                continue
+            states = model.encoder(inputs_embeds=model._embed(ids, batch["segment_entities"][row:row + 1, t]),
+                                   attention_mask=ids.ne(0).long()).last_hidden_state
+            mem = model.memory.write(mem, *model.memory.project(states), ids.eq(0))
+        assert torch.allclose(memory[row:row + 1], mem, atol=1e-5)
+    # swapping the two segments changes what is remembered: the order is kept
+    swapped = batch["segments"][:1].flip(1)
+    assert not torch.allclose(model.read_context(swapped, batch["segment_entities"][:1]), memory[:1], atol=1e-4)
+
+
+def test_batched_segments_need_the_routed_memory():
+    with pytest.raises(ValueError, match="segment_sees_memory"):
+        ModelConfig(memory_type="gated", segment_sees_memory=False)
 
 
 def test_gate_blends_candidate_and_previous_memory():
@@ -131,19 +161,19 @@ def _memory_task(n, seed):
     return rows
 
 
-def _accuracy_after_training(memory: bool) -> float:
+def _accuracy_after_training(memory: bool, **kw) -> float:
     # One thread: the same float sums, so the same run, on every machine.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train_and_score(memory)
+        return _train_and_score(memory, **kw)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train_and_score(memory: bool) -> float:
+def _train_and_score(memory: bool, **kw) -> float:
     torch.manual_seed(0)
-    model = tiny(memory=memory).train()
+    model = tiny(memory=memory, **kw).train()
     train, test = _memory_task(2048, 0), _memory_task(128, 1)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     for epoch in range(16):
@@ -164,6 +194,11 @@ def test_memory_model_learns_what_only_memory_can_answer():
     # 8 possible answers: chance is 12.5%
     assert with_memory >= 0.9, with_memory
     assert without <= 0.3, without
+
+
+@pytest.mark.timeout(300)
+def test_memory_learns_with_segments_encoded_in_one_batch():
+    assert _accuracy_after_training(memory=True, segment_sees_memory=False) >= 0.9
 
 
 def test_rmt_memory_tokens_carry_earlier_segments():
