@@ -15,6 +15,11 @@ mass it received, so an unchosen slot keeps its content exactly.
 attention, c~_t = Attn(slot queries + c_{t-1}, segment), g_t = sigmoid(W_g
 [c~_t, c_{t-1}]); it forgets within a few segments (docs/benchmarks.md).
 
+With ``segment_sees_memory: false`` (routed only) the encoder reads each
+segment alone, all segments of a batch in one call, and the routed write then
+runs over their states in story order: the same recurrence, without the
+memory's view inside the encoder, at close to a plain encoder's cost.
+
 c_0 is zero: everything in memory was written from the input. With
 ``memory_type: rmt`` the slots are Recurrent Memory Transformer tokens
 instead: their encoder outputs are the next segment's memory, no gate.
