@@ -33,3 +33,16 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
     for i, r in enumerate(rows):
         out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
     return out
+
+
+def drop_entity_words(batch: dict[str, torch.Tensor], p: float, unk_id: int) -> dict[str, torch.Tensor]:
+    """Replace each KG-linked token (entity id > 0) of the context and question by ``unk_id`` with probability p.
+
+    Draws from torch's global generator, which training checkpoints save, so a
+    resumed run draws the same masks.
+    """
+    out = dict(batch)
+    for ids_key, ent_key in (("segments", "segment_entities"), ("question", "question_entities")):
+        ids, ent = batch[ids_key], batch[ent_key]
+        out[ids_key] = ids.masked_fill((ent > 0) & (torch.rand(ids.shape) < p), unk_id)
+    return out

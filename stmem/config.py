@@ -169,6 +169,11 @@ class TrainConfig(_Section):
     # k segments counted back from the question, so the gradient reaches only
     # the last k memory writes. None: through all of them.
     bptt_segments: int | None = Field(None, ge=1)
+    # Probability that a KG-linked token's word is replaced by [UNK] in a
+    # training batch (each token drawn on its own): the model then has to read
+    # the entity from its KG embedding, which is all it has for an entity no
+    # training text named. Validation, test and inference see every word.
+    entity_word_dropout: float = Field(0.0, ge=0, le=1)
     # Epoch i (from 1) trains on only the newest segment_curriculum[i-1]
     # segments of each story; epochs past the list see all. [1, 2, 4]: epoch 1
     # the last segment, epoch 2 the last 2, epoch 3 the last 4, then all.

@@ -33,10 +33,10 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from stmem.batch import collate
+from stmem.batch import collate, drop_entity_words
 from stmem.checkpoint import ENTITY_INDEX, TOKENIZER, save_checkpoint
 from stmem.config import ConfigError, ModelConfig, TrainConfig, load_config
-from stmem.dataset import load_tokenizer
+from stmem.dataset import UNK, load_tokenizer
 from stmem.evaluate import exact_match, mean_loss, to_device
 from stmem.model import MemoryQA, Vocab
 
@@ -111,6 +111,9 @@ def fit(*, dataset_dir: Path, out_dir: Path, model_cfg: ModelConfig, train_cfg: 
         torch.set_num_threads(train_cfg.num_threads)
     info = json.loads((dataset_dir / "dataset_info.json").read_text())
     tokenizer = load_tokenizer(dataset_dir / TOKENIZER)
+    unk_id = tokenizer.token_to_id(UNK)
+    if train_cfg.entity_word_dropout and unk_id is None:
+        raise ValueError(f"train.entity_word_dropout needs a {UNK} token, and {dataset_dir / TOKENIZER} has none")
     splits = {s: load_examples(dataset_dir / f"{s}.parquet") for s in ("train", "val", "test")}
     if not splits["train"]:
         raise ValueError(f"{dataset_dir / 'train.parquet'}: no training examples")
@@ -181,6 +184,8 @@ def fit(*, dataset_dir: Path, out_dir: Path, model_cfg: ModelConfig, train_cfg: 
                 if keep:  # stories are right-aligned: the last columns are the newest segments
                     batch["segments"] = batch["segments"][:, -keep:]
                     batch["segment_entities"] = batch["segment_entities"][:, -keep:]
+                if train_cfg.entity_word_dropout:
+                    batch = drop_entity_words(batch, train_cfg.entity_word_dropout, unk_id)
                 batches.append(to_device(batch, device))
             # Weight each micro-batch by its answer tokens, so the accumulated
             # gradient is that of the mean loss over the whole step's tokens.

@@ -168,3 +168,23 @@ def test_compile_flag_wraps_the_training_model(ds, tmp_path, monkeypatch):
 def test_compile_with_inductor_runs_a_step(ds, tmp_path):
     with pytest.raises(Stop):
         train(ds, tmp_path, compile=True, on_step=stop_at(1))
+
+
+def test_entity_word_dropout_reaches_training_batches_only(ds, tmp_path, monkeypatch):
+    seen = []
+    forward = MemoryQA.forward
+
+    def record(self, batch):
+        seen.append(batch)
+        return forward(self, batch)
+    monkeypatch.setattr(MemoryQA, "forward", record)
+
+    def collate_linking_every_third_token(*args):  # the test dataset itself links no tokens
+        batch = collate(*args)
+        ids = batch["segments"]
+        return {**batch, "segment_entities": ((ids % 3 == 0) & (ids > 3)).long()}
+    monkeypatch.setattr(stmem.train, "collate", collate_linking_every_third_token)
+    train(ds, tmp_path, entity_word_dropout=1.0)
+    linked = [(b["segments"], b["segment_entities"] > 0) for b in seen]
+    assert sum(int(m.sum()) for _, m in linked) > 100
+    assert all(ids[m].eq(1).all() for ids, m in linked)  # 1 = [UNK] in the trained WordPiece
