@@ -33,6 +33,7 @@ learned gate before the encoder.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -192,6 +193,8 @@ class MemoryQA(nn.Module):
         layer = nn.TransformerDecoderLayer(hidden, heads, 2 * hidden, cfg.dropout, batch_first=True, norm_first=True)
         self.decoder = nn.TransformerDecoder(layer, cfg.decoder_layers)
         self.out_norm = nn.LayerNorm(hidden)
+        # Encoders with rotary positions (roformer) take no position ids.
+        self._takes_position_ids = "position_ids" in inspect.signature(self.encoder.forward).parameters
         # Truncated backpropagation through segments, set by stmem.train
         # (train.bptt_segments): None lets the gradient run back through all segments.
         self.bptt_segments: int | None = None
@@ -260,13 +263,18 @@ class MemoryQA(nn.Module):
         another.
         """
         B, S, L = segments.shape
+        K = memory.shape[1]
         ids, ents = segments.flatten(0, 1), seg_ents.flatten(0, 1)
         pad = ids == self.vocab.pad_id
         rows = (~pad).any(dim=1).nonzero().squeeze(1)  # empty segments are not encoded
         if len(rows) == 0:
             return memory
+        # Tokens take the positions they have when the memory sits in front of
+        # them, as in the question read, so a position means the same in both.
+        where = {"position_ids": torch.arange(K, K + L, device=ids.device).expand(len(rows), L)} \
+            if self._takes_position_ids else {}
         states = self.encoder(inputs_embeds=self._embed(ids[rows], ents[rows]),
-                              attention_mask=(~pad[rows]).long()).last_hidden_state
+                              attention_mask=(~pad[rows]).long(), **where).last_hidden_state
         keys, values = self.memory.project(states)
         keys = keys.new_zeros(B * S, L, keys.shape[-1]).index_copy(0, rows, keys).view(B, S, L, -1)
         values = values.new_zeros(B * S, L, values.shape[-1]).index_copy(0, rows, values).view(B, S, L, -1)

@@ -74,7 +74,8 @@ def test_batched_segments_write_as_if_read_one_by_one():
             if ids.eq(0).all():
                 continue
             states = model.encoder(inputs_embeds=model._embed(ids, batch["segment_entities"][row:row + 1, t]),
-                                   attention_mask=ids.ne(0).long()).last_hidden_state
+                                   attention_mask=ids.ne(0).long(),
+                                   position_ids=torch.arange(4, 10)[None]).last_hidden_state  # after 4 slots
             mem = model.memory.write(mem, *model.memory.project(states), ids.eq(0))
         assert torch.allclose(memory[row:row + 1], mem, atol=1e-5)
     # swapping the two segments changes what is remembered: the order is kept
