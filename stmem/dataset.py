@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,6 +21,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from stmem.corpus import CorpusError, read_corpus
 
 PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[CLS]", "[SEP]"
+_SPACED_PUNCT = re.compile(r"\s*([^\w\s]|_)\s*")
 NO_ENTITY = 0  # entity id 0 means "not linked"; entity row r has id r + 1
 
 EXAMPLE_SCHEMA = pa.schema([
@@ -52,8 +54,19 @@ class SpecialIds:
 
 
 def normalize_answer(text: str) -> str:
-    """Exact-match form of an answer: lowercase, no spaces around commas."""
-    return ",".join(part.strip() for part in text.lower().split(","))
+    """Exact-match form of an answer: lowercase, no spaces around punctuation.
+
+    The WordPiece decoder joins words with spaces and reads each punctuation
+    mark as a word of its own, so a generated answer comes back as
+    ``western _ europe`` or ``n , w``; this gives ``western_europe`` and
+    ``n,w``, the form the gold answers have.
+    """
+    return _SPACED_PUNCT.sub(r"\1", text.strip().lower())
+
+
+def decode_answer(tokenizer: Tokenizer, ids: list[int]) -> str:
+    """Generated answer token ids -> the answer string (normalized, comparable to gold answers)."""
+    return normalize_answer(tokenizer.decode(ids))
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:

@@ -7,7 +7,7 @@ import torch
 from tokenizers import Tokenizer
 
 from stmem.batch import collate
-from stmem.dataset import normalize_answer
+from stmem.dataset import decode_answer
 from stmem.model import MemoryQA
 
 
@@ -23,7 +23,7 @@ def predict_answers(model: MemoryQA, examples: list[dict], tokenizer: Tokenizer,
     for i in range(0, len(examples), batch_size):
         batch = collate(examples[i:i + batch_size], model.vocab.pad_id, model.vocab.segment_len)
         for ids in model.generate(to_device(batch, device)):
-            answers.append(normalize_answer(tokenizer.decode(ids)))
+            answers.append(decode_answer(tokenizer, ids))
     model.train(was_training)
     return answers
 

@@ -13,7 +13,7 @@ import torch
 
 from stmem.batch import collate
 from stmem.checkpoint import ENTITY_INDEX, TOKENIZER, load_checkpoint
-from stmem.dataset import ContextEncoder, load_tokenizer, normalize_answer, segment
+from stmem.dataset import ContextEncoder, decode_answer, load_tokenizer, segment
 from stmem.evaluate import to_device
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -68,5 +68,5 @@ class Predictor:
         for i in range(0, len(examples), batch_size):
             batch = collate(examples[i:i + batch_size], self.model.vocab.pad_id, self.model.vocab.segment_len)
             for ids in self.model.generate(to_device(batch, self.device)):
-                out.append(normalize_answer(self.tokenizer.decode(ids)))
+                out.append(decode_answer(self.tokenizer, ids))
         return out

@@ -5,7 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from stmem.corpus import Story, write_corpus
-from stmem.dataset import EXAMPLE_SCHEMA, build_dataset, load_tokenizer, normalize_answer, segment
+from stmem.dataset import (EXAMPLE_SCHEMA, build_dataset, decode_answer, load_tokenizer, normalize_answer,
+                           segment, train_tokenizer)
 
 
 def test_segments_pack_whole_sentences_newest_first():
@@ -31,6 +32,16 @@ def test_segments_one_sentence_each_when_not_packing():
 def test_normalize_answer():
     assert normalize_answer("Milk , Football") == "milk,football"
     assert normalize_answer(" n,w ") == "n,w"
+    assert normalize_answer("western _ europe") == "western_europe"
+
+
+def test_decoded_answers_match_their_gold_form():
+    # The trained WordPiece reads "_" and "-" as words of their own: a model
+    # that generates exactly the gold tokens must score as right.
+    answers = ["western_europe", "south-eastern_asia", "milk,football", "n,w", "kitchen"]
+    tok = train_tokenizer(answers * 5, vocab_size=200)
+    for a in answers:
+        assert decode_answer(tok, tok.encode(a, add_special_tokens=False).ids) == a
 
 
 @pytest.fixture
