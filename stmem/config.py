@@ -138,10 +138,6 @@ class ModelConfig(_Section):
     # alone, all segments of a batch in one call, and the memory is written from
     # those states afterwards; only the write is sequential, which is cheap.
     segment_sees_memory: bool = True
-    # The question is read with [memory ; last segment ; question] (true) or
-    # [memory ; question] (false: every fact, the newest too, comes through
-    # the memory; no shortcut around it to learn first).
-    read_last_segment: bool = True
     kg_fusion: bool = True
     pretrained_encoder: str | None = None  # a local directory for AutoModel
 

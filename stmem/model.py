@@ -312,14 +312,10 @@ class MemoryQA(nn.Module):
 
         The last segment is written to memory like the others (a slot holds a
         fact as one vector, which is easy to match against the question) and
-        is also visible token by token beside the question, unless
-        ``read_last_segment`` is off: then [memory ; question], and every fact
-        reaches the answer through the memory.
+        is also visible token by token beside the question.
         """
         seg, ents = batch["segments"], batch["segment_entities"]
         memory = self.read_context(seg, ents)
-        if not self.cfg.read_last_segment:
-            return self._encode(memory, batch["question"], batch["question_entities"])
         ids = torch.cat([seg[:, -1], batch["question"]], dim=1)
         return self._encode(memory, ids, torch.cat([ents[:, -1], batch["question_entities"]], dim=1))
 
