@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_model
 
 from stmem.config import ModelConfig
 from stmem.model import MemoryQA, Vocab
@@ -37,3 +37,27 @@ def load_checkpoint(ckpt_dir: Path, device: str | torch.device = "cpu") -> tuple
     model = MemoryQA(cfg, vocab, encoder_config=config["encoder"])
     load_model(model, str(ckpt_dir / WEIGHTS), device=str(device))
     return model.to(device).eval(), config
+
+
+def init_from_checkpoint(model: MemoryQA, ckpt_dir: Path, tokenizer_path: Path) -> None:
+    """Start training from a trained model's weights (fine-tuning).
+
+    The dataset must use the checkpoint's tokenizer, or token ids would mean
+    other words. The KG table stays the current run's: entity ids index this
+    run's KG, and only the learned projection of it is carried over.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    if not (ckpt_dir / WEIGHTS).is_file():
+        raise FileNotFoundError(f"train.init_from: {ckpt_dir / WEIGHTS} not found")
+    if (ckpt_dir / TOKENIZER).read_text() != Path(tokenizer_path).read_text():
+        raise ValueError(f"train.init_from: {ckpt_dir} was trained with another tokenizer than {tokenizer_path}; "
+                         f"build the dataset with dataset.tokenizer={ckpt_dir / TOKENIZER}")
+    weights = load_file(str(ckpt_dir / WEIGHTS))
+    weights.pop("fusion.table", None)
+    mine = model.state_dict()
+    wrong = sorted(k for k in weights.keys() ^ (mine.keys() - {"fusion.table"})) + \
+        sorted(k for k in weights if k in mine and weights[k].shape != mine[k].shape)
+    if wrong:
+        raise ValueError(f"train.init_from: {ckpt_dir} does not fit model config "
+                         f"(differs in {', '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''})")
+    model.load_state_dict(weights, strict=False)

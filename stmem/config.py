@@ -184,6 +184,11 @@ class TrainConfig(_Section):
     # Optimizer steps between resumable checkpoints, <out>/checkpoints/step-N/
     # (only the latest is kept). None: no checkpoints.
     checkpoint_every: int | None = Field(None, ge=1)
+    # A trained model directory (a train stage's output) to start from instead
+    # of fresh weights: fine-tuning. The dataset must be built with its
+    # tokenizer (dataset.tokenizer=<dir>/tokenizer.json) and the model config
+    # must match it.
+    init_from: str | None = None
 
 
 class RegisterConfig(_Section):

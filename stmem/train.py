@@ -34,7 +34,7 @@ from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from stmem.batch import collate, drop_entity_words
-from stmem.checkpoint import ENTITY_INDEX, TOKENIZER, save_checkpoint
+from stmem.checkpoint import ENTITY_INDEX, TOKENIZER, init_from_checkpoint, save_checkpoint
 from stmem.config import ConfigError, ModelConfig, TrainConfig, load_config
 from stmem.dataset import UNK, load_tokenizer
 from stmem.evaluate import exact_match, mean_loss, to_device
@@ -125,6 +125,8 @@ def fit(*, dataset_dir: Path, out_dir: Path, model_cfg: ModelConfig, train_cfg: 
         entity_embeddings = load_file(str(Path(kg_dir) / "entity_embeddings.safetensors"))["entity_embeddings"]
     vocab = Vocab.from_dataset(info, entity_embeddings)
     model = MemoryQA(model_cfg, vocab, entity_embeddings).to(device)
+    if train_cfg.init_from:
+        init_from_checkpoint(model, Path(train_cfg.init_from), dataset_dir / TOKENIZER)
     model.bptt_segments = train_cfg.bptt_segments
     opt = _optimizer(model, train_cfg)
     bs, accum = train_cfg.batch_size, train_cfg.grad_accum_steps

@@ -188,3 +188,41 @@ def test_entity_word_dropout_reaches_training_batches_only(ds, tmp_path, monkeyp
     linked = [(b["segments"], b["segment_entities"] > 0) for b in seen]
     assert sum(int(m.sum()) for _, m in linked) > 100
     assert all(ids[m].eq(1).all() for ids, m in linked)  # 1 = [UNK] in the trained WordPiece
+
+
+def test_init_from_starts_at_the_trained_weights(ds, tmp_path, monkeypatch):
+    train(ds, tmp_path / "first", epochs=2)
+    first = load_file(str(tmp_path / "first" / "model.safetensors"))
+    load = stmem.train.init_from_checkpoint
+
+    def weights_at_start(init_from: bool) -> dict:
+        """The model's weights once fit has built (and maybe initialised) it; training is cut off there."""
+        seen = {}
+
+        def spy(model, ckpt, tokenizer):
+            if init_from:
+                load(model, ckpt, tokenizer)
+            seen.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+            raise Stop
+        monkeypatch.setattr(stmem.train, "init_from_checkpoint", spy)
+        with pytest.raises(Stop):
+            train(ds, tmp_path / "again", init_from=str(tmp_path / "first"))
+        return seen
+    loaded, fresh = weights_at_start(True), weights_at_start(False)
+    assert all(torch.equal(loaded[k], v) for k, v in first.items())
+    assert not all(torch.equal(fresh[k], v) for k, v in first.items())
+
+
+def test_init_from_refuses_another_tokenizer_or_shape(ds, tmp_path):
+    train(ds, tmp_path / "first")
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in ("model.safetensors", "model_config.json"):
+        (other / f).write_bytes((tmp_path / "first" / f).read_bytes())
+    (other / "tokenizer.json").write_text((tmp_path / "first" / "tokenizer.json").read_text().replace("[UNK]", "[UNKNOWN]"))
+    with pytest.raises(ValueError, match="another tokenizer"):
+        train(ds, tmp_path / "a", init_from=str(other))
+    cfg = TrainConfig(epochs=1, batch_size=8, progress=False, num_threads=1, init_from=str(tmp_path / "first"))
+    with pytest.raises(ValueError, match="does not fit model config"):
+        fit(dataset_dir=ds, out_dir=tmp_path / "b", model_cfg=ModelConfig(**{**TINY, "memory_slots": 3}),
+            train_cfg=cfg, seed=1)
