@@ -182,6 +182,7 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
     else:
         tok = load_tokenizer(tokenizer)
     special = SpecialIds.of(tok)
+    unk = tok.token_to_id(UNK)
     entity_rows = dict(zip(*(pq.read_table(entity_index_path).column(c).to_pylist() for c in ("entity", "row"))))
     mentions = _mentions_by_text(mentions_path)
     encoder = ContextEncoder(tok, entity_rows)
@@ -199,7 +200,12 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
                                      pack_sentences)
             n_tokens = sum(len(x) for x in sent_ids[:pos])
             q_ids, q_ents = encoder.encode(question, mentions.get((s.story_id, "question", q), []))
-            a_ids = tok.encode(normalize_answer(answer), add_special_tokens=False).ids[:max_answer_len - 1]
+            a_ids = tok.encode(normalize_answer(answer), add_special_tokens=False).ids
+            if unk is not None and unk in a_ids:
+                raise CorpusError(f"{corpus_path}: story {s.story_id}, question {q}: the tokenizer "
+                                  f"({tokenizer or 'trained on the train split'}) cannot spell the answer "
+                                  f"{answer!r} ({UNK} in it), so no model could generate it")
+            a_ids = a_ids[:max_answer_len - 1]
             linked += sum(e != NO_ENTITY for x in sent_ents[:pos] for e in x)
             total += n_tokens
             rows[s.split].append({

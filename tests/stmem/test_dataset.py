@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stmem.corpus import Story, write_corpus
+from stmem.corpus import CorpusError, Story, write_corpus
 from stmem.dataset import (EXAMPLE_SCHEMA, build_dataset, decode_answer, load_tokenizer, normalize_answer,
                            segment, train_tokenizer)
 
@@ -86,3 +86,13 @@ def test_build_dataset_links_entities_and_segments(inputs):
     info = json.loads((out / "dataset_info.json").read_text())
     assert row["answer_ids"][-1] == info["eos_id"] and tok.decode(row["answer_ids"][:-1]) == "kitchen"
     assert info["num_entities"] == 2 and info["segment_len"] == 4
+
+
+def test_an_answer_the_given_tokenizer_cannot_spell_is_an_error(inputs, tmp_path):
+    narrow = train_tokenizer(["mary moved to the kitchen. where is mary?"], vocab_size=60)  # no 'g', 'r', 'd' ...
+    narrow.save(str(tmp_path / "narrow.json"))
+    with pytest.raises(CorpusError, match=r"s/test/0, question 0: .*cannot spell the answer 'garden'"):
+        build_dataset(corpus_path=inputs / "corpus.parquet", mentions_path=inputs / "mentions.parquet",
+                      entity_index_path=inputs / "entity_index.parquet", out_dir=inputs / "out", segment_len=4,
+                      max_segments=8, tokenizer=str(tmp_path / "narrow.json"))
+    assert not any((inputs / "out").iterdir())  # nothing half-written
