@@ -9,9 +9,9 @@ full and no fact is cut in two across segments.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass
-import re
 from pathlib import Path
 
 import pyarrow as pa
