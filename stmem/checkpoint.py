@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_model
 
 from stmem.config import ModelConfig
+from stmem.dataset import load_tokenizer
 from stmem.model import MemoryQA, Vocab
 
 WEIGHTS, CONFIG, TOKENIZER, ENTITY_INDEX = "model.safetensors", "model_config.json", "tokenizer.json", "entity_index.parquet"
@@ -39,25 +40,43 @@ def load_checkpoint(ckpt_dir: Path, device: str | torch.device = "cpu") -> tuple
     return model.to(device).eval(), config
 
 
-def init_from_checkpoint(model: MemoryQA, ckpt_dir: Path, tokenizer_path: Path) -> None:
+def init_from_checkpoint(model: MemoryQA, ckpt_dir: Path, tokenizer_path: Path) -> dict:
     """Start training from a trained model's weights (fine-tuning).
 
-    The dataset must use the checkpoint's tokenizer, or token ids would mean
-    other words. The KG table stays the current run's: entity ids index this
-    run's KG, and only the learned projection of it is carried over.
+    Token ids index the tokenizer, so with another tokenizer than the
+    checkpoint's the word embedding (tied to the output layer) is carried
+    over row by row: a token both vocabularies hold keeps its trained vector,
+    a token only the new one holds keeps its fresh initialisation. That lets
+    a qa2 model start from a qa1 model while spelling qa2's words whole. The
+    KG table stays the current run's: entity ids index this run's KG, and only
+    the learned projection of it is carried over; a checkpoint without KG
+    fusion leaves the fusion layers fresh. Every other tensor must be there,
+    with the same shape. Returns ``{"tokens_carried", "tokens_new", "fresh"}``
+    (the tensors left as built).
     """
     ckpt_dir = Path(ckpt_dir)
     if not (ckpt_dir / WEIGHTS).is_file():
         raise FileNotFoundError(f"train.init_from: {ckpt_dir / WEIGHTS} not found")
-    if (ckpt_dir / TOKENIZER).read_text() != Path(tokenizer_path).read_text():
-        raise ValueError(f"train.init_from: {ckpt_dir} was trained with another tokenizer than {tokenizer_path}; "
-                         f"build the dataset with dataset.tokenizer={ckpt_dir / TOKENIZER}")
     weights = load_file(str(ckpt_dir / WEIGHTS))
     weights.pop("fusion.table", None)
     mine = model.state_dict()
-    wrong = sorted(k for k in weights.keys() ^ (mine.keys() - {"fusion.table"})) + \
+    words = "encoder." + next(n for n, p in model.encoder.named_parameters()
+                              if p is model.word_embeddings.weight)
+    old_vocab = load_tokenizer(ckpt_dir / TOKENIZER).get_vocab()
+    new_vocab = load_tokenizer(tokenizer_path).get_vocab()
+    shared = [t for t in new_vocab if t in old_vocab]
+    if old_vocab != new_vocab and words in weights:
+        rows = mine[words].clone()
+        rows[torch.tensor([new_vocab[t] for t in shared], dtype=torch.long)] = \
+            weights[words][torch.tensor([old_vocab[t] for t in shared], dtype=torch.long)].to(rows.dtype)
+        weights[words] = rows
+    # A model that adds KG fusion to a checkpoint trained without it: the
+    # fusion layers start fresh, everything else is carried over.
+    fresh = sorted(k for k in mine.keys() - weights.keys() - {"fusion.table"} if k.startswith("fusion."))
+    wrong = sorted(k for k in weights.keys() ^ (mine.keys() - {"fusion.table"} - set(fresh))) + \
         sorted(k for k in weights if k in mine and weights[k].shape != mine[k].shape)
     if wrong:
         raise ValueError(f"train.init_from: {ckpt_dir} does not fit model config "
                          f"(differs in {', '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''})")
     model.load_state_dict(weights, strict=False)
+    return {"tokens_carried": len(shared), "tokens_new": len(new_vocab) - len(shared), "fresh": fresh}

@@ -126,7 +126,10 @@ def fit(*, dataset_dir: Path, out_dir: Path, model_cfg: ModelConfig, train_cfg: 
     vocab = Vocab.from_dataset(info, entity_embeddings)
     model = MemoryQA(model_cfg, vocab, entity_embeddings).to(device)
     if train_cfg.init_from:
-        init_from_checkpoint(model, Path(train_cfg.init_from), dataset_dir / TOKENIZER)
+        carried = init_from_checkpoint(model, Path(train_cfg.init_from), dataset_dir / TOKENIZER)
+        if train_cfg.progress and main:
+            print(f"init_from {train_cfg.init_from}: {carried['tokens_carried']} token embeddings carried over, "
+                  f"{carried['tokens_new']} new" + (f"; fresh: {', '.join(carried['fresh'])}" if carried['fresh'] else ""))
     model.bptt_segments = train_cfg.bptt_segments
     opt = _optimizer(model, train_cfg)
     bs, accum = train_cfg.batch_size, train_cfg.grad_accum_steps

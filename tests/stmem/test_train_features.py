@@ -8,7 +8,9 @@ from safetensors.torch import load_file
 
 import stmem.train
 from stmem.batch import collate
+from stmem.checkpoint import init_from_checkpoint, load_checkpoint
 from stmem.config import ModelConfig, TrainConfig
+from stmem.dataset import load_tokenizer
 from stmem.model import MemoryQA, Vocab
 from stmem.train import fit, load_examples
 from tests.conftest import make_dataset
@@ -219,15 +221,29 @@ def test_init_from_starts_at_the_trained_weights(ds, tmp_path, monkeypatch):
     assert not all(torch.equal(fresh[k], v) for k, v in first.items())
 
 
-def test_init_from_refuses_another_tokenizer_or_shape(ds, tmp_path):
+def test_init_from_carries_shared_tokens_across_tokenizers_and_refuses_another_shape(ds, tmp_path):
     train(ds, tmp_path / "first")
-    other = tmp_path / "other"
+    other = tmp_path / "other"  # the same model, its tokenizer spelling [UNK] differently
     other.mkdir()
     for f in ("model.safetensors", "model_config.json"):
         (other / f).write_bytes((tmp_path / "first" / f).read_bytes())
     (other / "tokenizer.json").write_text((tmp_path / "first" / "tokenizer.json").read_text().replace("[UNK]", "[UNKNOWN]"))
-    with pytest.raises(ValueError, match="another tokenizer"):
-        train(ds, tmp_path / "a", init_from=str(other))
+    trained = load_checkpoint(tmp_path / "first")[0].word_embeddings.weight.detach()
+    model = load_checkpoint(tmp_path / "first")[0]
+    with torch.no_grad():
+        model.word_embeddings.weight.zero_()
+    carried = init_from_checkpoint(model, other, ds / "tokenizer.json")
+    unk = load_tokenizer(ds / "tokenizer.json").token_to_id("[UNK]")
+    rows = model.word_embeddings.weight.detach()
+    assert carried == {"tokens_carried": len(rows) - 1, "tokens_new": 1, "fresh": []}
+    assert torch.equal(rows[unk], torch.zeros_like(rows[unk]))  # only the new vocabulary has it: left as built
+    keep = torch.arange(len(rows)) != unk
+    assert torch.equal(rows[keep], trained[keep])
+    # A model that adds KG fusion: its fusion layers start fresh, the rest is the checkpoint's.
+    fused = MemoryQA(ModelConfig(**{**TINY, "kg_fusion": True}), model.vocab, torch.randn(5, 8))
+    carried = init_from_checkpoint(fused, tmp_path / "first", ds / "tokenizer.json")
+    assert carried["fresh"] and all(k.startswith("fusion.") for k in carried["fresh"])
+    assert torch.equal(fused.word_embeddings.weight, trained)
     cfg = TrainConfig(epochs=1, batch_size=8, progress=False, num_threads=1, init_from=str(tmp_path / "first"))
     with pytest.raises(ValueError, match="does not fit model config"):
         fit(dataset_dir=ds, out_dir=tmp_path / "b", model_cfg=ModelConfig(**{**TINY, "memory_slots": 3}),
