@@ -52,7 +52,9 @@ def init_from_checkpoint(model: MemoryQA, ckpt_dir: Path, tokenizer_path: Path) 
     the learned projection of it is carried over; a checkpoint without KG
     fusion leaves the fusion layers fresh. Every other tensor must be there,
     with the same shape. Returns ``{"tokens_carried", "tokens_new", "fresh"}``
-    (the tensors left as built).
+    (the tensors left as built). A model with other segment or question
+    lengths gets each part of the position table (memory slots, segment,
+    question) where that part now starts.
     """
     ckpt_dir = Path(ckpt_dir)
     if not (ckpt_dir / WEIGHTS).is_file():
@@ -70,6 +72,12 @@ def init_from_checkpoint(model: MemoryQA, ckpt_dir: Path, tokenizer_path: Path) 
         rows[torch.tensor([new_vocab[t] for t in shared], dtype=torch.long)] = \
             weights[words][torch.tensor([old_vocab[t] for t in shared], dtype=torch.long)].to(rows.dtype)
         weights[words] = rows
+    positions = "encoder.embeddings.position_embeddings.weight"
+    saved = json.loads((ckpt_dir / CONFIG).read_text())
+    if positions in weights and positions in mine \
+            and saved["model"]["memory_slots"] == model.cfg.memory_slots:  # else the slot shapes differ: refused below
+        weights[positions] = _relayout_positions(weights[positions], mine[positions], Vocab(**saved["vocab"]),
+                                                 model.vocab, model.cfg.memory_slots)
     # A model that adds KG fusion to a checkpoint trained without it: the
     # fusion layers start fresh, everything else is carried over.
     fresh = sorted(k for k in mine.keys() - weights.keys() - {"fusion.table"} if k.startswith("fusion."))
@@ -80,3 +88,21 @@ def init_from_checkpoint(model: MemoryQA, ckpt_dir: Path, tokenizer_path: Path) 
                          f"(differs in {', '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''})")
     model.load_state_dict(weights, strict=False)
     return {"tokens_carried": len(shared), "tokens_new": len(new_vocab) - len(shared), "fresh": fresh}
+
+
+def _relayout_positions(saved: torch.Tensor, built: torch.Tensor, old: Vocab, new: Vocab, slots: int) -> torch.Tensor:
+    """The saved position table laid out as [slots ; segment ; question] for the new lengths.
+
+    Rows a part has in both layouts are the saved ones; rows only the new
+    layout has stay as built.
+    """
+    if (old.segment_len, old.max_question_len) == (new.segment_len, new.max_question_len) \
+            and saved.shape == built.shape:
+        return saved
+    out = built.clone()
+    out[:slots] = saved[:slots]
+    n = min(old.segment_len, new.segment_len)
+    out[slots:slots + n] = saved[slots:slots + n]
+    q = min(old.max_question_len, new.max_question_len)
+    out[slots + new.segment_len:slots + new.segment_len + q] = saved[slots + old.segment_len:slots + old.segment_len + q]
+    return out.to(built.dtype)

@@ -1,4 +1,5 @@
 """Training options: accumulation, truncated BPTT, segment curriculum, precision, compile, exact resume."""
+import dataclasses
 import json
 import math
 
@@ -244,6 +245,16 @@ def test_init_from_carries_shared_tokens_across_tokenizers_and_refuses_another_s
     carried = init_from_checkpoint(fused, tmp_path / "first", ds / "tokenizer.json")
     assert carried["fresh"] and all(k.startswith("fusion.") for k in carried["fresh"])
     assert torch.equal(fused.word_embeddings.weight, trained)
+    # Longer segments: slot, segment and question positions each move to where that part now starts.
+    saved = load_checkpoint(tmp_path / "first")[0].encoder.embeddings.position_embeddings.weight.detach()
+    v = model.vocab
+    longer = MemoryQA(model.cfg, dataclasses.replace(v, segment_len=v.segment_len + 4))
+    init_from_checkpoint(longer, tmp_path / "first", ds / "tokenizer.json")
+    table, k, lo = longer.encoder.embeddings.position_embeddings.weight.detach(), model.cfg.memory_slots, v.segment_len
+    assert table.shape[0] == saved.shape[0] + 4
+    assert torch.equal(table[:k + lo], saved[:k + lo])
+    assert torch.equal(table[k + lo + 4:], saved[k + lo:])
+    assert not torch.equal(table[k + lo:k + lo + 4], saved[k + lo:k + lo + 4])
     cfg = TrainConfig(epochs=1, batch_size=8, progress=False, num_threads=1, init_from=str(tmp_path / "first"))
     with pytest.raises(ValueError, match="does not fit model config"):
         fit(dataset_dir=ds, out_dir=tmp_path / "b", model_cfg=ModelConfig(**{**TINY, "memory_slots": 3}),
