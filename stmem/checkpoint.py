@@ -50,7 +50,8 @@ def init_from_checkpoint(model: MemoryQA, ckpt_dir: Path, tokenizer_path: Path) 
     a qa2 model start from a qa1 model while spelling qa2's words whole. The
     KG table stays the current run's: entity ids index this run's KG, and only
     the learned projection of it is carried over; a checkpoint without KG
-    fusion leaves the fusion layers fresh. Every other tensor must be there,
+    fusion, or with a KG of another embedding size, leaves the fusion layers
+    fresh. Every other tensor must be there,
     with the same shape. Returns ``{"tokens_carried", "tokens_new", "fresh"}``
     (the tensors left as built). A model with other segment or question
     lengths gets each part of the position table (memory slots, segment,
@@ -78,9 +79,12 @@ def init_from_checkpoint(model: MemoryQA, ckpt_dir: Path, tokenizer_path: Path) 
             and saved["model"]["memory_slots"] == model.cfg.memory_slots:  # else the slot shapes differ: refused below
         weights[positions] = _relayout_positions(weights[positions], mine[positions], Vocab(**saved["vocab"]),
                                                  model.vocab, model.cfg.memory_slots)
-    # A model that adds KG fusion to a checkpoint trained without it: the
-    # fusion layers start fresh, everything else is carried over.
-    fresh = sorted(k for k in mine.keys() - weights.keys() - {"fusion.table"} if k.startswith("fusion."))
+    # A model that adds KG fusion to a checkpoint trained without it, or fuses
+    # a KG of another embedding size: the fusion layers start fresh.
+    fresh = sorted(k for k in mine.keys() - {"fusion.table"} if k.startswith("fusion.")
+                   and (k not in weights or weights[k].shape != mine[k].shape))
+    for k in fresh:
+        weights.pop(k, None)
     wrong = sorted(k for k in weights.keys() ^ (mine.keys() - {"fusion.table"} - set(fresh))) + \
         sorted(k for k in weights if k in mine and weights[k].shape != mine[k].shape)
     if wrong:

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 import stmem.train
 from stmem.batch import collate
-from stmem.checkpoint import init_from_checkpoint, load_checkpoint
+from stmem.checkpoint import init_from_checkpoint, load_checkpoint, save_checkpoint
 from stmem.config import ModelConfig, TrainConfig
 from stmem.dataset import load_tokenizer
 from stmem.model import MemoryQA, Vocab
@@ -240,11 +240,20 @@ def test_init_from_carries_shared_tokens_across_tokenizers_and_refuses_another_s
     assert torch.equal(rows[unk], torch.zeros_like(rows[unk]))  # only the new vocabulary has it: left as built
     keep = torch.arange(len(rows)) != unk
     assert torch.equal(rows[keep], trained[keep])
-    # A model that adds KG fusion: its fusion layers start fresh, the rest is the checkpoint's.
+    # A model that adds KG fusion: its fusion layers start fresh, the rest is the checkpoint's;
+    # the same from a fused checkpoint whose KG has another embedding size.
     fused = MemoryQA(ModelConfig(**{**TINY, "kg_fusion": True}), model.vocab, torch.randn(5, 8))
     carried = init_from_checkpoint(fused, tmp_path / "first", ds / "tokenizer.json")
     assert carried["fresh"] and all(k.startswith("fusion.") for k in carried["fresh"])
     assert torch.equal(fused.word_embeddings.weight, trained)
+    (tmp_path / "fused").mkdir()
+    save_checkpoint(fused, tmp_path / "fused", spacy_model="none")
+    (tmp_path / "fused" / "tokenizer.json").write_bytes((ds / "tokenizer.json").read_bytes())
+    other_kg = MemoryQA(ModelConfig(**{**TINY, "kg_fusion": True}), model.vocab, torch.randn(5, 4))
+    assert init_from_checkpoint(other_kg, tmp_path / "fused", ds / "tokenizer.json")["fresh"] == ["fusion.proj.weight"]
+    same_kg = MemoryQA(ModelConfig(**{**TINY, "kg_fusion": True}), model.vocab, torch.randn(5, 8))
+    init_from_checkpoint(same_kg, tmp_path / "fused", ds / "tokenizer.json")
+    assert torch.equal(same_kg.fusion.proj.weight, fused.fusion.proj.weight)
     # Longer segments: slot, segment and question positions each move to where that part now starts.
     saved = load_checkpoint(tmp_path / "first")[0].encoder.embeddings.position_embeddings.weight.detach()
     v = model.vocab
