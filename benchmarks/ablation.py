@@ -6,7 +6,7 @@ and seed with the run's config:
 
     memory        the model as configured
     no_memory     model.memory=false: only the last segment and the question
-    no_kg         model.kg_fusion=false
+    no_kg         model.kg_fusion=false (and train.entity_word_dropout=0)
     full_context  one segment long enough for the longest context (the dataset
                   is rebuilt so, with the run's tokenizer), no memory: the upper bound
 
@@ -51,11 +51,12 @@ def full_context_dataset(cfg: Config, layout: RunLayout, out: Path) -> int:
 
 
 def run_variant(cfg: Config, layout: RunLayout, variant: str, seed: int, work: Path) -> dict:
-    dataset_dir, model_cfg = layout.stage_dir("dataset"), cfg.model
+    dataset_dir, model_cfg, train_cfg = layout.stage_dir("dataset"), cfg.model, cfg.train
     if variant == "no_memory":
         model_cfg = model_cfg.model_copy(update={"memory": False})
     elif variant == "no_kg":
         model_cfg = model_cfg.model_copy(update={"kg_fusion": False})
+        train_cfg = train_cfg.model_copy(update={"entity_word_dropout": 0.0})  # without a KG it only hides words
     elif variant == "full_context":
         dataset_dir = work / "full_context_dataset"
         if not dataset_dir.is_dir():
@@ -64,7 +65,7 @@ def run_variant(cfg: Config, layout: RunLayout, variant: str, seed: int, work: P
         model_cfg = model_cfg.model_copy(update={"memory": False})
     started = time.time()
     summary = fit(dataset_dir=dataset_dir, kg_dir=layout.stage_dir("kg"), out_dir=work / f"{variant}-{seed}",
-                  model_cfg=model_cfg, train_cfg=cfg.train,
+                  model_cfg=model_cfg, train_cfg=train_cfg,
                   spacy_model=cfg.extract.spacy_model, seed=seed)
     return {**summary, "seed": seed, "wall_seconds": round(time.time() - started, 1)}
 

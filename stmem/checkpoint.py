@@ -51,7 +51,8 @@ def init_from_checkpoint(model: MemoryQA, ckpt_dir: Path, tokenizer_path: Path) 
     KG table stays the current run's: entity ids index this run's KG, and only
     the learned projection of it is carried over; a checkpoint without KG
     fusion, or with a KG of another embedding size, leaves the fusion layers
-    fresh. Every other tensor must be there,
+    fresh, and a model without fusion leaves the checkpoint's out. Every
+    other tensor must be there,
     with the same shape. Returns ``{"tokens_carried", "tokens_new", "fresh"}``
     (the tensors left as built). A model with other segment or question
     lengths gets each part of the position table (memory slots, segment,
@@ -85,6 +86,8 @@ def init_from_checkpoint(model: MemoryQA, ckpt_dir: Path, tokenizer_path: Path) 
                    and (k not in weights or weights[k].shape != mine[k].shape))
     for k in fresh:
         weights.pop(k, None)
+    if model.fusion is None:  # a model without KG fusion has no use for the checkpoint's
+        weights = {k: v for k, v in weights.items() if not k.startswith("fusion.")}
     wrong = sorted(k for k in weights.keys() ^ (mine.keys() - {"fusion.table"} - set(fresh))) + \
         sorted(k for k in weights if k in mine and weights[k].shape != mine[k].shape)
     if wrong:

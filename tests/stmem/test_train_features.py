@@ -251,6 +251,7 @@ def test_init_from_carries_shared_tokens_across_tokenizers_and_refuses_another_s
     (tmp_path / "fused" / "tokenizer.json").write_bytes((ds / "tokenizer.json").read_bytes())
     other_kg = MemoryQA(ModelConfig(**{**TINY, "kg_fusion": True}), model.vocab, torch.randn(5, 4))
     assert init_from_checkpoint(other_kg, tmp_path / "fused", ds / "tokenizer.json")["fresh"] == ["fusion.proj.weight"]
+    assert init_from_checkpoint(model, tmp_path / "fused", ds / "tokenizer.json")["fresh"] == []  # no fusion: left out
     same_kg = MemoryQA(ModelConfig(**{**TINY, "kg_fusion": True}), model.vocab, torch.randn(5, 8))
     init_from_checkpoint(same_kg, tmp_path / "fused", ds / "tokenizer.json")
     assert torch.equal(same_kg.fusion.proj.weight, fused.fusion.proj.weight)

@@ -1,0 +1,77 @@
+"""Where a trained model goes wrong: exact match by how far back the facts lie.
+
+For each question of a split, the distance is the number of sentences from
+the oldest supporting fact to the question (1 = the sentence just before
+it, which the question read also sees token by token; more = only through
+the memory). Reports exact match per task and per distance, so a memory that
+forgets shows as accuracy falling with distance, and a model that cannot map
+what it remembers to the answer (KG value) shows as low accuracy at
+distance 1 too.
+
+    python benchmarks/by_distance.py --config conf/babi-qa2-finetune.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+
+from stmem.checkpoint import load_checkpoint
+from stmem.config import load_config
+from stmem.dataset import load_tokenizer
+from stmem.evaluate import predict_answers
+from stmem.layout import RunLayout
+from stmem.train import load_examples
+
+
+def distances(corpus_path: Path) -> dict[str, int]:
+    """example_id -> sentences from the oldest supporting fact to the question."""
+    out = {}
+    for row in pq.read_table(corpus_path).to_pylist():
+        for q, (pos, support) in enumerate(zip(row["question_positions"], row["supporting"])):
+            out[f"{row['story_id']}/{q}"] = pos - min(support) if support else 0
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--model-dir", help="a trained model directory (default: the run's train stage)")
+    ap.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--out", help="JSON report (default benchmarks/results/by_distance-<run name>.json)")
+    args = ap.parse_args()
+    cfg = load_config(args.config, args.overrides)
+    layout = RunLayout(cfg.run_dir)
+    model_dir = Path(args.model_dir) if args.model_dir else layout.stage_dir("train")
+    model, _ = load_checkpoint(model_dir)
+    examples = load_examples(layout.stage_dir("dataset") / f"{args.split}.parquet")
+    preds = predict_answers(model, examples, load_tokenizer(model_dir / "tokenizer.json"),
+                            batch_size=args.batch_size, device=torch.device("cpu"))
+    back = distances(layout.corpus)
+    hits: dict[str, dict[int, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    for e, p in zip(examples, preds):
+        hits[e["task"]][back[e["example_id"]]].append(p == e["answer"])
+    report = {"command": " ".join(["python", *sys.argv]), "model_dir": str(model_dir), "split": args.split,
+              "per_task": {}}
+    for task, by_d in sorted(hits.items()):
+        rows = {d: {"n": len(h), "accuracy": round(sum(h) / len(h), 4)} for d, h in sorted(by_d.items())}
+        total = [x for h in by_d.values() for x in h]
+        report["per_task"][task] = {"accuracy": round(sum(total) / len(total), 4), "by_distance": rows}
+        print(f"{task}: {sum(total) / len(total):.1%} of {len(total)}")
+        for d, r in rows.items():
+            print(f"  {d:3d} back: {r['accuracy']:6.1%}  (n={r['n']})")
+    out = Path(args.out or f"benchmarks/results/by_distance-{cfg.run.name}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
