@@ -43,52 +43,49 @@ def load_checkpoint(ckpt_dir: Path, device: str | torch.device = "cpu") -> tuple
 def init_from_checkpoint(model: MemoryQA, ckpt_dir: Path, tokenizer_path: Path) -> dict:
     """Start training from a trained model's weights (fine-tuning).
 
-    Token ids index the tokenizer, so with another tokenizer than the
-    checkpoint's the word embedding (tied to the output layer) is carried
-    over row by row: a token both vocabularies hold keeps its trained vector,
-    a token only the new one holds keeps its fresh initialisation. That lets
-    a qa2 model start from a qa1 model while spelling qa2's words whole. The
-    KG table stays the current run's: entity ids index this run's KG, and only
-    the learned projection of it is carried over; a checkpoint without KG
-    fusion, or with a KG of another embedding size, leaves the fusion layers
-    fresh, and a model without fusion leaves the checkpoint's out. Every
-    other tensor must be there,
-    with the same shape. Returns ``{"tokens_carried", "tokens_new", "fresh"}``
-    (the tensors left as built). A model with other segment or question
-    lengths gets each part of the position table (memory slots, segment,
-    question) where that part now starts.
+    Every tensor is carried over, with these exceptions for a model that
+    differs from the checkpoint's:
+
+    - another tokenizer: token embedding rows (tied to the output layer) are
+      carried by token string; tokens only the new vocabulary has stay as
+      built (so a qa2 model can start from a qa1 model and spell qa2's words
+      whole);
+    - other segment or question lengths: each part of the position table
+      (memory slots, segment, question) moves to where that part now starts;
+    - KG fusion: the KG table is always this run's (entity ids index this
+      run's KG); fusion layers the checkpoint lacks, or has for a KG of
+      another embedding size, stay as built; a model without fusion ignores
+      the checkpoint's.
+
+    Any other missing tensor or shape is an error that names it. Returns
+    ``{"tokens_carried", "tokens_new", "fresh"}`` (fresh: tensors left as built).
     """
     ckpt_dir = Path(ckpt_dir)
     if not (ckpt_dir / WEIGHTS).is_file():
         raise FileNotFoundError(f"train.init_from: {ckpt_dir / WEIGHTS} not found")
     weights = load_file(str(ckpt_dir / WEIGHTS))
     weights.pop("fusion.table", None)
+    saved = json.loads((ckpt_dir / CONFIG).read_text())
     mine = model.state_dict()
-    words = "encoder." + next(n for n, p in model.encoder.named_parameters()
-                              if p is model.word_embeddings.weight)
     old_vocab = load_tokenizer(ckpt_dir / TOKENIZER).get_vocab()
     new_vocab = load_tokenizer(tokenizer_path).get_vocab()
     shared = [t for t in new_vocab if t in old_vocab]
+    words = "encoder." + next(n for n, p in model.encoder.named_parameters() if p is model.word_embeddings.weight)
     if old_vocab != new_vocab and words in weights:
         rows = mine[words].clone()
         rows[torch.tensor([new_vocab[t] for t in shared], dtype=torch.long)] = \
             weights[words][torch.tensor([old_vocab[t] for t in shared], dtype=torch.long)].to(rows.dtype)
         weights[words] = rows
     positions = "encoder.embeddings.position_embeddings.weight"
-    saved = json.loads((ckpt_dir / CONFIG).read_text())
-    if positions in weights and positions in mine \
-            and saved["model"]["memory_slots"] == model.cfg.memory_slots:  # else the slot shapes differ: refused below
+    if positions in weights and positions in mine and saved["model"]["memory_slots"] == model.cfg.memory_slots:
         weights[positions] = _relayout_positions(weights[positions], mine[positions], Vocab(**saved["vocab"]),
                                                  model.vocab, model.cfg.memory_slots)
-    # A model that adds KG fusion to a checkpoint trained without it, or fuses
-    # a KG of another embedding size: the fusion layers start fresh.
     fresh = sorted(k for k in mine.keys() - {"fusion.table"} if k.startswith("fusion.")
                    and (k not in weights or weights[k].shape != mine[k].shape))
-    for k in fresh:
-        weights.pop(k, None)
-    if model.fusion is None:  # a model without KG fusion has no use for the checkpoint's
-        weights = {k: v for k, v in weights.items() if not k.startswith("fusion.")}
-    wrong = sorted(k for k in weights.keys() ^ (mine.keys() - {"fusion.table"} - set(fresh))) + \
+    weights = {k: v for k, v in weights.items()
+               if k not in fresh and (model.fusion is not None or not k.startswith("fusion."))}
+    expected = mine.keys() - {"fusion.table"} - set(fresh)
+    wrong = sorted(weights.keys() ^ expected) + \
         sorted(k for k in weights if k in mine and weights[k].shape != mine[k].shape)
     if wrong:
         raise ValueError(f"train.init_from: {ckpt_dir} does not fit model config "
