@@ -139,22 +139,12 @@ class ModelConfig(_Section):
     # those states afterwards; only the write is sequential, which is cheap.
     segment_sees_memory: bool = True
     kg_fusion: bool = True
-    # Where linked tokens get their KG entity embedding: "input" adds it to the
-    # token embeddings before the encoder; "states" (routed only) adds it to
-    # the encoder's output states, after the memory's routing keys are taken,
-    # so what is written carries the KG but where it is written is decided by
-    # the sentence (with "input" the KG vector can dominate a token's key and
-    # every country was routed to one slot, docs/benchmarks.md).
-    kg_fusion_at: Literal["input", "states"] = "input"
     pretrained_encoder: str | None = None  # a local directory for AutoModel
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelConfig":
         if self.pretrained_encoder is None and self.hidden_size % self.num_heads:
             raise ValueError("model.hidden_size must be divisible by model.num_heads")
-        if self.kg_fusion_at == "states" and self.memory_type != "routed":
-            raise ValueError("model.kg_fusion_at=states needs model.memory_type=routed "
-                             "(only the routed write takes its keys and values apart)")
         if not self.segment_sees_memory and self.memory_type != "routed":
             raise ValueError("model.segment_sees_memory=false needs model.memory_type=routed "
                              "(gated and rmt write from the slots' encoder states)")

@@ -29,9 +29,7 @@ last segment ; question]: recent facts are visible directly, older ones only
 through the memory. A small transformer decoder generates the answer from
 those states, reading the question first so its queries know what was asked. Tokens linked to a KG
 entity get that entity's (frozen) embedding projected and added through a
-learned gate before the encoder, or (``kg_fusion_at: states``) to the
-encoder's output states, where the routed write takes its values from the
-fused states and its keys from the plain ones.
+learned gate before the encoder.
 """
 from __future__ import annotations
 
@@ -121,20 +119,14 @@ class RoutedSlotMemory(nn.Module):
         self.norm = nn.LayerNorm(hidden)
         self.gate = nn.Linear(2 * hidden, hidden)
 
-    def forward(self, prev: torch.Tensor, states: torch.Tensor, pad_mask: torch.Tensor,
-                fused: torch.Tensor | None = None) -> torch.Tensor:
-        """``states``: encoder outputs of [memory slots ; segment tokens], the slots first;
-        ``fused``: the tokens' states with KG embeddings added, when that is done after the encoder."""
+    def forward(self, prev: torch.Tensor, states: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        """``states``: encoder outputs of [memory slots ; segment tokens], the slots first."""
         k_slots = prev.shape[1]
-        return self.write(prev, *self.project(states[:, k_slots:], fused), pad_mask[:, k_slots:])
+        return self.write(prev, *self.project(states[:, k_slots:]), pad_mask[:, k_slots:])
 
-    def project(self, tokens: torch.Tensor, fused: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token keys and values; independent of the memory, so any number of segments can go at once.
-
-        Keys come from ``tokens``, values from ``fused`` when given: where a
-        token is written follows the sentence, what is written holds the KG.
-        """
-        return self.k(tokens), self.v(tokens if fused is None else fused)
+    def project(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token keys and values; independent of the memory, so any number of segments can go at once."""
+        return self.k(tokens), self.v(tokens)
 
     def write(self, prev: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         """One segment's write: (B, K, H) memory, (B, L, H) token keys/values, (B, L) padding."""
@@ -213,11 +205,7 @@ class MemoryQA(nn.Module):
 
     def _embed(self, ids: torch.Tensor, ent: torch.Tensor) -> torch.Tensor:
         x = self.word_embeddings(ids)
-        return self.fusion(x, ent) if self.fusion is not None and self.cfg.kg_fusion_at == "input" else x
-
-    def _fuse_states(self, states: torch.Tensor, ent: torch.Tensor) -> torch.Tensor | None:
-        """Token states with their KG embeddings added (``kg_fusion_at: states``), else None."""
-        return self.fusion(states, ent) if self.fusion is not None and self.cfg.kg_fusion_at == "states" else None
+        return self.fusion(x, ent) if self.fusion is not None else x
 
     def _encode(self, memory: torch.Tensor, ids: torch.Tensor, ent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder over [memory ; tokens]; returns states and their padding mask."""
@@ -251,8 +239,7 @@ class MemoryQA(nn.Module):
             if self.cfg.memory_type == "rmt":
                 written = states[:, : memory.shape[1]]  # RMT: memory tokens' outputs carry on
             else:
-                ents = seg_ents[rows, t] if part else seg_ents[:, t]
-                written = self.memory(prev, states, pad, self._fuse_states(states[:, prev.shape[1]:], ents))
+                written = self.memory(prev, states, pad)
             memory = memory.index_copy(0, rows, written) if part else written
         return memory
 
@@ -288,7 +275,7 @@ class MemoryQA(nn.Module):
             if self._takes_position_ids else {}
         states = self.encoder(inputs_embeds=self._embed(ids[rows], ents[rows]),
                               attention_mask=(~pad[rows]).long(), **where).last_hidden_state
-        keys, values = self.memory.project(states, self._fuse_states(states, ents[rows]))
+        keys, values = self.memory.project(states)
         keys = keys.new_zeros(B * S, L, keys.shape[-1]).index_copy(0, rows, keys).view(B, S, L, -1)
         values = values.new_zeros(B * S, L, values.shape[-1]).index_copy(0, rows, values).view(B, S, L, -1)
         pad = pad.view(B, S, L)
@@ -330,12 +317,7 @@ class MemoryQA(nn.Module):
         seg, ents = batch["segments"], batch["segment_entities"]
         memory = self.read_context(seg, ents)
         ids = torch.cat([seg[:, -1], batch["question"]], dim=1)
-        ids_ents = torch.cat([ents[:, -1], batch["question_entities"]], dim=1)
-        states, pad = self._encode(memory, ids, ids_ents)
-        fused = self._fuse_states(states[:, memory.shape[1]:], ids_ents)
-        if fused is not None:
-            states = torch.cat([states[:, :memory.shape[1]], fused], dim=1)
-        return states, pad
+        return self._encode(memory, ids, torch.cat([ents[:, -1], batch["question_entities"]], dim=1))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean token cross-entropy of the answer (teacher forcing)."""

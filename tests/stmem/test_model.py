@@ -148,35 +148,6 @@ def test_kg_fusion_changes_only_linked_tokens():
     assert torch.equal(x0, model.word_embeddings(ids))  # unlinked tokens are untouched
 
 
-@BOTH_READS
-def test_kg_fusion_at_states_moves_values_not_routing(sees_memory):
-    """kg_fusion_at=states: the encoder and the routing never see the KG; what is written and read does."""
-    model = tiny(kg_fusion=True, kg_fusion_at="states", segment_sees_memory=sees_memory)
-    with torch.no_grad():
-        model.fusion.gate.bias.fill_(5.0)  # a gate that lets the KG through, so the test does not hang on init
-    routes = []
-    write = model.memory.write
-    model.memory.write = lambda prev, keys, values, pad: routes.append(keys) or write(prev, keys, values, pad)
-    plain = example([4, 5, 6, 7, 8, 9])
-    linked = {**plain, "segment_entities": [[0, 2, 0, 0, 0, 0], [0] * 6]}
-    ids = torch.tensor([[4, 5, 6]])
-    assert torch.equal(model._embed(ids, torch.tensor([[0, 2, 0]])), model.word_embeddings(ids))
-    memories = []
-    for ex in (plain, linked):
-        batch = collate([ex], 0, 6)
-        memories.append(model.read_context(batch["segments"], batch["segment_entities"]))
-    assert torch.allclose(routes[0], routes[2])  # the linked segment's keys, so its routing, are the same
-    assert not torch.allclose(memories[0], memories[1])  # but the KG reached the memory
-    # The question read: with the same memory, only the linked token's state differs (the encoder never saw it).
-    model.read_context = lambda segments, ents: torch.zeros(1, 4, 32)
-    q = {**plain, "segment_entities": [[0] * 6, [0, 3, 0, 0, 0, 0]]}  # a linked token in the last segment
-    states = [model.encode_question(collate([ex], 0, 6))[0] for ex in (plain, q)]
-    changed = ~torch.isclose(states[0], states[1]).all(-1)[0]
-    assert changed.nonzero().flatten().tolist() == [4 + 1]  # after the 4 slots, the segment's 2nd token
-    with pytest.raises(ValueError, match="kg_fusion_at"):
-        ModelConfig(memory_type="gated", kg_fusion_at="states")
-
-
 def _memory_task(n, seed):
     """The answer is the token at a random place in segment 1 of 3; later segments are noise."""
     rng = random.Random(seed)
