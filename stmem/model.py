@@ -128,12 +128,16 @@ class RoutedSlotMemory(nn.Module):
         """Token keys and values; independent of the memory, so any number of segments can go at once."""
         return self.k(tokens), self.v(tokens)
 
+    def route(self, prev: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """(B, K+1, L): each token's share for each slot and, last, for writing nowhere."""
+        scores = torch.einsum("bkh,blh->bkl", self.q(prev) + self.slot_keys, keys) / keys.shape[-1] ** 0.5
+        scores = torch.cat([scores, self.no_write.expand(scores.shape[0], 1, scores.shape[2])], dim=1)
+        return scores.softmax(dim=1)
+
     def write(self, prev: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         """One segment's write: (B, K, H) memory, (B, L, H) token keys/values, (B, L) padding."""
         k_slots = prev.shape[1]
-        scores = torch.einsum("bkh,blh->bkl", self.q(prev) + self.slot_keys, keys) / keys.shape[-1] ** 0.5
-        scores = torch.cat([scores, self.no_write.expand(scores.shape[0], 1, scores.shape[2])], dim=1)
-        route = scores.softmax(dim=1)[:, :k_slots] * (~pad).unsqueeze(1)  # (B, K, L): each token's share per slot
+        route = self.route(prev, keys)[:, :k_slots] * (~pad).unsqueeze(1)  # (B, K, L): each token's share per slot
         mass = route.sum(-1, keepdim=True)  # an all-pad segment: mass 0, g 0, the memory stays as it was
         cand = self.norm(route @ values / (mass + 1e-6))
         g = (1 - torch.exp(-mass)) * torch.sigmoid(self.gate(torch.cat([cand, prev], dim=-1)))

@@ -1,0 +1,68 @@
+"""Which memory slot each token of a story is written to (routed memory).
+
+Runs a trained model on one story and prints, for every token of every
+segment, its share for each slot and for writing nowhere (the last column).
+A memory that binds facts to people shows a person's name and their place
+going to the same slot, and the person's next sentence to that slot again; a
+memory that only keeps the latest place of anyone shows every place going to
+one slot whoever moved (docs/benchmarks.md, KG value).
+
+    python benchmarks/routing.py --model-dir runs/babi-qa1/train \\
+        --context "Mary moved to the kitchen. John went to the garden. Mary went to the office." \\
+        --question "Where is Mary?"
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from stmem.batch import collate
+from stmem.inference import Predictor
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model-dir", required=True)
+    ap.add_argument("--context", required=True)
+    ap.add_argument("--question", required=True)
+    ap.add_argument("--out", help="JSON report (default: print only)")
+    args = ap.parse_args()
+    predictor = Predictor(args.model_dir)
+    model = predictor.model
+    if model.cfg.memory_type != "routed":
+        raise SystemExit(f"{args.model_dir}: memory_type {model.cfg.memory_type!r} has no routing (routed only)")
+    shares = []
+    write = model.memory.write
+
+    def recording_write(prev, keys, values, pad):
+        shares.append(model.memory.route(prev, keys)[0])
+        return write(prev, keys, values, pad)
+    model.memory.write = recording_write
+    batch = collate([predictor.encode(args.context, args.question)], model.vocab.pad_id, model.vocab.segment_len)
+    with torch.no_grad():
+        answer = predictor.answer([args.context], [args.question])[0]
+        shares.clear()  # answer() ran the story once; record one clean read
+        model.read_context(batch["segments"], batch["segment_entities"])
+    segments = []
+    for ids, share in zip(batch["segments"][0], shares):
+        tokens = [(predictor.tokenizer.id_to_token(int(i)), share[:, j].tolist())
+                  for j, i in enumerate(ids) if i != model.vocab.pad_id]
+        segments.append(tokens)
+    slots = model.cfg.memory_slots
+    print(f"answer: {answer}\n{'token':>14} " + " ".join(f"s{k:<3}" for k in range(slots)) + " none")
+    for tokens in segments:
+        for token, share in tokens:
+            print(f"{token:>14} " + " ".join(f"{x:4.2f}" for x in share))
+        print()
+    if args.out:
+        Path(args.out).write_text(json.dumps({"command": " ".join(["python", *sys.argv]), "answer": answer,
+                                              "segments": segments}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
