@@ -133,6 +133,10 @@ class ModelConfig(_Section):
     # rmt: Recurrent Memory Transformer, the slots' encoder outputs become the next memory
     memory_type: Literal["routed", "gated", "rmt"] = "routed"
     memory_slots: int = Field(8, ge=1)
+    # routed only: "token" routes each token on its own; "segment" gives a
+    # segment's tokens one shared routing (the mean of theirs), so a sentence
+    # is written whole to one place
+    memory_route: Literal["token", "segment"] = "token"
     # true: the encoder reads [memory ; segment], so a segment's tokens see what
     # earlier ones wrote. false (routed only): the encoder reads each segment
     # alone, all segments of a batch in one call, and the memory is written from

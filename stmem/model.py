@@ -107,10 +107,16 @@ class RoutedSlotMemory(nn.Module):
     where m_i is the token mass routed to slot i: a slot no token chose keeps
     its content exactly, so a fact survives any number of segments about
     something else.
+
+    ``by_segment``: a segment's tokens share one routing, the mean of their
+    own, so a sentence (one per segment with ``pack_sentences: false``) is
+    written whole to the slots it chose: its place cannot go to another slot
+    than its person.
     """
 
-    def __init__(self, hidden: int, slots: int):
+    def __init__(self, hidden: int, slots: int, by_segment: bool = False):
         super().__init__()
+        self.by_segment = by_segment
         self.slot_keys = nn.Parameter(torch.randn(slots, hidden))
         self.q = nn.Linear(hidden, hidden)  # from the slots: what each one holds
         self.k = nn.Linear(hidden, hidden)  # from the tokens
@@ -137,7 +143,11 @@ class RoutedSlotMemory(nn.Module):
     def write(self, prev: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         """One segment's write: (B, K, H) memory, (B, L, H) token keys/values, (B, L) padding."""
         k_slots = prev.shape[1]
-        route = self.route(prev, keys)[:, :k_slots] * (~pad).unsqueeze(1)  # (B, K, L): each token's share per slot
+        real = (~pad).unsqueeze(1)
+        share = self.route(prev, keys)
+        if self.by_segment:
+            share = (share * real).sum(-1, keepdim=True) / real.sum(-1, keepdim=True).clamp(min=1)
+        route = share[:, :k_slots] * real  # (B, K, L): each token's share per slot
         mass = route.sum(-1, keepdim=True)  # an all-pad segment: mass 0, g 0, the memory stays as it was
         cand = self.norm(route @ values / (mass + 1e-6))
         g = (1 - torch.exp(-mass)) * torch.sigmoid(self.gate(torch.cat([cand, prev], dim=-1)))
@@ -187,7 +197,8 @@ class MemoryQA(nn.Module):
         hidden = self.encoder.config.hidden_size
         heads = self.encoder.config.num_attention_heads
         self.memory = (GatedSlotMemory(hidden, cfg.memory_slots, heads) if cfg.memory_type == "gated" else
-                       RoutedSlotMemory(hidden, cfg.memory_slots) if cfg.memory_type == "routed" else None)
+                       RoutedSlotMemory(hidden, cfg.memory_slots, cfg.memory_route == "segment")
+                       if cfg.memory_type == "routed" else None)
         self.fusion = None
         if cfg.kg_fusion:
             if entity_embeddings is None:

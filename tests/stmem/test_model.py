@@ -138,6 +138,21 @@ def test_routed_write_can_write_nothing_and_ignores_padding():
         assert torch.equal(mem(prev, states, pad), prev)
 
 
+def test_routed_by_segment_writes_the_segment_whole_with_one_routing():
+    torch.manual_seed(0)
+    mem = RoutedSlotMemory(8, 3, by_segment=True)
+    prev, keys, values = torch.randn(1, 3, 8), torch.randn(1, 5, 8), torch.randn(1, 5, 8)
+    pad = torch.tensor([[False, False, False, True, True]])
+    with torch.no_grad():
+        share = mem.route(prev, keys)[:, :, :3].mean(-1)  # the real tokens' mean routing
+        mass = 3 * share[:, :3, None]
+        cand = mem.norm(values[:, :3].mean(1, keepdim=True)).expand(1, 3, 8)  # every slot gets the segment's mean
+        g = (1 - torch.exp(-mass)) * torch.sigmoid(mem.gate(torch.cat([cand, prev], -1)))
+        assert torch.allclose(mem.write(prev, keys, values, pad), g * cand + (1 - g) * prev, atol=1e-5)
+        mem.by_segment = False  # routed token by token, the write differs
+        assert not torch.allclose(mem.write(prev, keys, values, pad), g * cand + (1 - g) * prev, atol=1e-3)
+
+
 def test_kg_fusion_changes_only_linked_tokens():
     model = tiny(kg_fusion=True)
     ids = torch.tensor([[4, 5, 6]])
