@@ -5,7 +5,9 @@ segment, its share for each slot and for writing nowhere (the last column).
 A memory that binds facts to people shows a person's name and their place
 going to the same slot, and the person's next sentence to that slot again; a
 memory that only keeps the latest place of anyone shows every place going to
-one slot whoever moved (docs/benchmarks.md, KG value).
+one slot whoever moved (docs/benchmarks.md, KG value). With
+``memory_route: segment`` every token of a segment shows the segment's
+shared routing, which is what is written.
 
     python benchmarks/routing.py --model-dir runs/babi-qa1/train \\
         --context "Mary moved to the kitchen. John went to the garden. Mary went to the office." \\
@@ -39,7 +41,11 @@ def main() -> int:
     write = model.memory.write
 
     def recording_write(prev, keys, values, pad):
-        shares.append(model.memory.route(prev, keys)[0])
+        share = model.memory.route(prev, keys)[0]
+        if model.memory.by_segment:  # what is written: the segment's tokens share their mean routing
+            real = ~pad[0]
+            share = share[:, real].mean(-1, keepdim=True).expand_as(share)
+        shares.append(share)
         return write(prev, keys, values, pad)
     model.memory.write = recording_write
     batch = collate([predictor.encode(args.context, args.question)], model.vocab.pad_id, model.vocab.segment_len)
