@@ -20,9 +20,8 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from stmem.batch import collate
+from stmem.dataset import decode_answer
 from stmem.inference import Predictor
 
 
@@ -49,10 +48,7 @@ def main() -> int:
         return write(prev, keys, values, pad)
     model.memory.write = recording_write
     batch = collate([predictor.encode(args.context, args.question)], model.vocab.pad_id, model.vocab.segment_len)
-    with torch.no_grad():
-        answer = predictor.answer([args.context], [args.question])[0]
-        shares.clear()  # answer() ran the story once; record one clean read
-        model.read_context(batch["segments"], batch["segment_entities"])
+    answer = decode_answer(predictor.tokenizer, model.generate(batch)[0])  # reads the story once: one write per segment
     segments = []
     for ids, share in zip(batch["segments"][0], shares):
         tokens = [(predictor.tokenizer.id_to_token(int(i)), share[:, j].tolist())

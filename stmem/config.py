@@ -149,6 +149,9 @@ class ModelConfig(_Section):
     def _heads_divide(self) -> "ModelConfig":
         if self.pretrained_encoder is None and self.hidden_size % self.num_heads:
             raise ValueError("model.hidden_size must be divisible by model.num_heads")
+        if self.memory_route == "segment" and self.memory_type != "routed":
+            raise ValueError("model.memory_route=segment needs model.memory_type=routed "
+                             "(gated and rmt memories do not route tokens)")
         if not self.segment_sees_memory and self.memory_type != "routed":
             raise ValueError("model.segment_sees_memory=false needs model.memory_type=routed "
                              "(gated and rmt write from the slots' encoder states)")

@@ -11,8 +11,9 @@ def train_task(cfg: Config, dataset_dir: str, kg_dir: str) -> str:
     ds, kg = Path(dataset_dir), Path(kg_dir)
     inputs = {ds / f"{s}.parquet": "dataset" for s in ("train", "val", "test")}
     inputs[kg / "entity_embeddings.safetensors"] = "kg"
-    if cfg.train.init_from:  # fine-tuning: the starting weights are an input too, hashed in the manifest
-        inputs[Path(cfg.train.init_from) / "model.safetensors"] = "train"
+    if cfg.train.init_from:  # fine-tuning: the starting model is an input too, hashed in the manifest
+        for f in ("model.safetensors", "model_config.json", "tokenizer.json"):  # its tokens map by string
+            inputs[Path(cfg.train.init_from) / f] = "train"
     return run_stage(cfg, "train", inputs=inputs, sections=("model", "train", "run"),
                      work=lambda out: fit(dataset_dir=ds, kg_dir=kg, out_dir=out, model_cfg=cfg.model,
                                           train_cfg=cfg.train, spacy_model=cfg.extract.spacy_model,

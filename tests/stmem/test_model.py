@@ -88,6 +88,11 @@ def test_batched_segments_need_the_routed_memory():
         ModelConfig(memory_type="gated", segment_sees_memory=False)
 
 
+def test_segment_routing_needs_the_routed_memory():
+    with pytest.raises(ValueError, match="memory_route"):
+        ModelConfig(memory_type="rmt", memory_route="segment")
+
+
 def test_gate_blends_candidate_and_previous_memory():
     torch.manual_seed(0)
     mem = GatedSlotMemory(hidden=8, slots=2, heads=2)
