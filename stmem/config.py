@@ -98,6 +98,11 @@ class KGConfig(_Section):
     # false: train on external_kg alone (the text's own triples can pull its
     # entities away from what the KG says about them)
     text_triples: bool = True
+    # true: each entity's exported vector is its embedding followed by, per
+    # relation, the mean embedding of the entities it points to by it
+    # (kg_pipeline.kg.with_relation_context), so what the graph states about
+    # an entity reaches the model directly
+    relation_context: bool = False
     seed: int = 0
 
 

@@ -5,11 +5,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from kg_pipeline import KGInputError, read_triples_tsv, train_kg
 from kg_pipeline.extract import TRIPLES_SCHEMA
-from kg_pipeline.kg import external_kg_files
+from kg_pipeline.kg import external_kg_files, with_relation_context
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 COUNTRIES_S1 = DATA / "countries" / "Countries_S1" / "train.txt"
@@ -148,3 +149,34 @@ def test_kg_alone_without_external_kg_is_an_error(tmp_path):
     triples = _triples_parquet(tmp_path / "triples.parquet", TEXT_TRIPLES)
     with pytest.raises(KGInputError, match="text_triples is false and there is no kg.external_kg"):
         train_kg(triples_path=triples, out_dir=tmp_path, text_triples=False)
+
+
+def test_relation_context_appends_the_mean_tail_per_relation():
+    emb = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0], [4.0, 0.0]])
+    # 0 -r0-> 1, 0 -r0-> 2, 0 -r1-> 3, 3 -r1-> 0; entities 1 and 2 point nowhere
+    mapped = torch.tensor([[0, 0, 1], [0, 0, 2], [0, 1, 3], [3, 1, 0]])
+    out = with_relation_context(emb, mapped, num_relations=2)
+    assert out.shape == (4, 6)
+    torch.testing.assert_close(out[:, :2], emb)  # own embedding first
+    torch.testing.assert_close(out[0, 2:], torch.tensor([1.0, 1.5, 4.0, 0.0]))  # mean of 1 and 2; then 3
+    torch.testing.assert_close(out[3, 2:], torch.tensor([0.0, 0.0, 1.0, 0.0]))  # nothing by r0; 0 by r1
+    assert not out[1, 2:].any() and not out[2, 2:].any()
+
+
+@needs_countries
+def test_train_kg_with_relation_context_exports_what_the_graph_says(tmp_path):
+    triples = _triples_parquet(tmp_path / "triples.parquet", TEXT_TRIPLES)
+    out = tmp_path / "kg"
+    out.mkdir()
+    summary = train_kg(triples_path=triples, out_dir=out, external_kg=COUNTRIES_S1, text_triples=False,
+                       relation_context=True, model_kwargs={"embedding_dim": 4},
+                       training_kwargs={"num_epochs": 1, "batch_size": 512})
+    assert summary["embedding_dim"] == 4 and summary["vector_dim"] == 4 * 3
+    assert summary["relation_context"] == ["locatedin", "neighbor"]
+    emb = load_file(out / "entity_embeddings.safetensors")["entity_embeddings"]
+    index = pq.read_table(out / "entity_index.parquet").to_pydict()
+    row = dict(zip(index["entity"], index["row"]))
+    located = [t for h, r, t in read_triples_tsv(COUNTRIES_S1) if h == "france" and r == "locatedin"]
+    assert located  # western_europe, europe
+    expected = torch.stack([emb[row[t], :4] for t in located]).mean(0)
+    torch.testing.assert_close(emb[row["france"], 4:8], expected)
