@@ -96,9 +96,7 @@ def with_relation_context(emb: torch.Tensor, mapped_triples: torch.Tensor, num_r
     A country's vector then holds its subregion's and region's own embeddings
     (``locatedin``) beside its neighbours': what the graph says about an entity
     is in its vector directly, not only as far as the embedding model managed to
-    fold it into one point (a linear probe on TransE's own 64-d Countries
-    embeddings finds a held-out country's subregion 79-88% of the time; with
-    relation context 98-100%).
+    fold it into one point (benchmarks/kg_probe.py measures the difference).
     """
     n, d = emb.shape
     heads, rels, tails = mapped_triples.long().unbind(1)

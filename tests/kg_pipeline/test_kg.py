@@ -65,13 +65,14 @@ def test_triples_parquet_without_columns(tmp_path):
         train_kg(triples_path=path, out_dir=tmp_path)
 
 
-def _train(tmp_path, model, dim):
+def _train(tmp_path, model="TransE", dim=4, epochs=2, batch_size=256, **kwargs):
+    """train_kg on the text triples + Countries_S1 into tmp_path/kg; kwargs go to train_kg."""
     triples = _triples_parquet(tmp_path / "triples.parquet", TEXT_TRIPLES)
     out = tmp_path / "kg"
     out.mkdir()
     summary = train_kg(triples_path=triples, out_dir=out, model=model, external_kg=COUNTRIES_S1,
-                       model_kwargs={"embedding_dim": dim}, training_kwargs={"num_epochs": 2, "batch_size": 256},
-                       seed=0)
+                       model_kwargs={"embedding_dim": dim},
+                       training_kwargs={"num_epochs": epochs, "batch_size": batch_size}, seed=0, **kwargs)
     return out, summary
 
 
@@ -136,11 +137,7 @@ def test_external_kg_directory_without_split_names_what_is_missing(tmp_path):
 
 @needs_countries
 def test_kg_alone_leaves_the_text_triples_out(tmp_path):
-    triples = _triples_parquet(tmp_path / "triples.parquet", TEXT_TRIPLES)
-    out = tmp_path / "kg"
-    out.mkdir()
-    summary = train_kg(triples_path=triples, out_dir=out, external_kg=COUNTRIES_S1, text_triples=False,
-                       model_kwargs={"embedding_dim": 4}, training_kwargs={"num_epochs": 1, "batch_size": 512})
+    out, summary = _train(tmp_path, epochs=1, batch_size=512, text_triples=False)
     assert summary["num_triples"] == len(set(read_triples_tsv(COUNTRIES_S1)))
     assert "mary" not in pq.read_table(out / "entity_index.parquet").column("entity").to_pylist()
 
@@ -165,12 +162,7 @@ def test_relation_context_appends_the_mean_tail_per_relation():
 
 @needs_countries
 def test_train_kg_with_relation_context_exports_what_the_graph_says(tmp_path):
-    triples = _triples_parquet(tmp_path / "triples.parquet", TEXT_TRIPLES)
-    out = tmp_path / "kg"
-    out.mkdir()
-    summary = train_kg(triples_path=triples, out_dir=out, external_kg=COUNTRIES_S1, text_triples=False,
-                       relation_context=True, model_kwargs={"embedding_dim": 4},
-                       training_kwargs={"num_epochs": 1, "batch_size": 512})
+    out, summary = _train(tmp_path, epochs=1, batch_size=512, text_triples=False, relation_context=True)
     assert summary["embedding_dim"] == 4 and summary["vector_dim"] == 4 * 3
     assert summary["relation_context"] == ["locatedin", "neighbor"]
     emb = load_file(out / "entity_embeddings.safetensors")["entity_embeddings"]
