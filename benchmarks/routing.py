@@ -37,16 +37,16 @@ def main() -> int:
     if model.cfg.memory_type != "routed":
         raise SystemExit(f"{args.model_dir}: memory_type {model.cfg.memory_type!r} has no routing (routed only)")
     shares = []
-    write = model.memory.write
+    step = model.memory.step  # every write, segments read one by one or batched, goes through step
 
-    def recording_write(prev, keys, values, pad):
-        share = model.memory.route(prev, keys)[0]
+    def recording_step(prev, kq, base, values, pad):
+        share = model.memory.shares(prev, kq, base)[0]
         if model.memory.by_segment:  # what is written: the segment's tokens share their mean routing
             real = ~pad[0]
             share = share[:, real].mean(-1, keepdim=True).expand_as(share)
         shares.append(share)
-        return write(prev, keys, values, pad)
-    model.memory.write = recording_write
+        return step(prev, kq, base, values, pad)
+    model.memory.step = recording_step
     batch = collate([predictor.encode(args.context, args.question)], model.vocab.pad_id, model.vocab.segment_len)
     answer = decode_answer(predictor.tokenizer, model.generate(batch)[0])  # reads the story once: one write per segment
     segments = []

@@ -134,24 +134,49 @@ class RoutedSlotMemory(nn.Module):
         """Token keys and values; independent of the memory, so any number of segments can go at once."""
         return self.k(tokens), self.v(tokens)
 
-    def route(self, prev: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    def prepare(self, keys: torch.Tensor, pad: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The routing scores' terms that do not depend on the memory, for (..., L, H) keys.
+
+        score(slot, token) = (q(c) + slot_key) . key / sqrt(H) = c . (key W_q) / sqrt(H)
+        + (b_q + slot_key) . key / sqrt(H): ``kq`` (..., L, H) and ``base`` (..., K, L)
+        are computed once for every segment of a batch, so the sequential write
+        is left with one batched product per segment. Padding is scored -inf, so a
+        pad token goes nowhere.
+        """
+        scale = keys.shape[-1] ** -0.5
+        kq = keys @ self.q.weight * scale
+        base = torch.einsum("kh,...lh->...kl", self.q.bias + self.slot_keys, keys) * scale
+        if pad is not None:
+            base = base.masked_fill(pad.unsqueeze(-2), float("-inf"))
+        return kq, base
+
+    def shares(self, prev: torch.Tensor, kq: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         """(B, K+1, L): each token's share for each slot and, last, for writing nowhere."""
-        scores = torch.einsum("bkh,blh->bkl", self.q(prev) + self.slot_keys, keys) / keys.shape[-1] ** 0.5
+        scores = torch.baddbmm(base, prev, kq.transpose(1, 2))
         scores = torch.cat([scores, self.no_write.expand(scores.shape[0], 1, scores.shape[2])], dim=1)
         return scores.softmax(dim=1)
 
+    def route(self, prev: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """(B, K+1, L) shares of one segment's (B, L, H) keys, padding not masked."""
+        return self.shares(prev, *self.prepare(keys))
+
     def write(self, prev: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         """One segment's write: (B, K, H) memory, (B, L, H) token keys/values, (B, L) padding."""
+        return self.step(prev, *self.prepare(keys, pad), values, pad)
+
+    def step(self, prev: torch.Tensor, kq: torch.Tensor, base: torch.Tensor, values: torch.Tensor,
+             pad: torch.Tensor) -> torch.Tensor:
+        """One segment's write from its ``prepare``d keys."""
         k_slots = prev.shape[1]
         real = (~pad).unsqueeze(1)
-        share = self.route(prev, keys)
+        share = self.shares(prev, kq, base)
         if self.by_segment:
             share = (share * real).sum(-1, keepdim=True) / real.sum(-1, keepdim=True).clamp(min=1)
         route = share[:, :k_slots] * real  # (B, K, L): each token's share per slot
         mass = route.sum(-1, keepdim=True)  # an all-pad segment: mass 0, g 0, the memory stays as it was
         cand = self.norm(route @ values / (mass + 1e-6))
         g = (1 - torch.exp(-mass)) * torch.sigmoid(self.gate(torch.cat([cand, prev], dim=-1)))
-        return g * cand + (1 - g) * prev
+        return prev + g * (cand - prev)  # = g * cand + (1 - g) * prev
 
 
 class EntityFusion(nn.Module):
@@ -291,11 +316,15 @@ class MemoryQA(nn.Module):
         states = self.encoder(inputs_embeds=self._embed(ids[rows], ents[rows]),
                               attention_mask=(~pad[rows]).long(), **where).last_hidden_state
         keys, values = self.memory.project(states)
-        keys = keys.new_zeros(B * S, L, keys.shape[-1]).index_copy(0, rows, keys).view(B, S, L, -1)
+        kq, base = self.memory.prepare(keys, pad[rows])  # every segment's routing terms in one go
+        kq = kq.new_zeros(B * S, L, kq.shape[-1]).index_copy(0, rows, kq).view(B, S, L, -1)
+        base = base.new_full((B * S, K, L), float("-inf")).index_copy(0, rows, base).view(B, S, K, L)
         values = values.new_zeros(B * S, L, values.shape[-1]).index_copy(0, rows, values).view(B, S, L, -1)
         pad = pad.view(B, S, L)
-        for t in range(S):
-            memory = self.memory.write(self._truncate(memory, t, S), keys[:, t], values[:, t], pad[:, t])
+        # unbind, not kq[:, t]: each indexed view's backward would write a
+        # zero-filled (B, S, L, H) gradient, S times over (15% of a step).
+        for t, parts in enumerate(zip(kq.unbind(1), base.unbind(1), values.unbind(1), pad.unbind(1))):
+            memory = self.memory.step(self._truncate(memory, t, S), *parts)
         return memory
 
     def _decode(self, enc: torch.Tensor, enc_pad: torch.Tensor, question: torch.Tensor,

@@ -158,6 +158,22 @@ def test_routed_by_segment_writes_the_segment_whole_with_one_routing():
         assert not torch.allclose(mem.write(prev, keys, values, pad), g * cand + (1 - g) * prev, atol=1e-3)
 
 
+def test_routing_scores_split_into_a_memory_term_and_a_precomputed_token_term():
+    """prepare() + shares() (what the write runs) is the routing softmax over (q(c) + slot key) . key."""
+    torch.manual_seed(0)
+    mem = RoutedSlotMemory(8, 3)
+    prev, keys = torch.randn(2, 3, 8), torch.randn(2, 5, 8)
+    pad = torch.tensor([[False] * 5, [False, False, False, True, True]])
+    with torch.no_grad():
+        scores = torch.einsum("bkh,blh->bkl", mem.q(prev) + mem.slot_keys, keys) / 8 ** 0.5
+        direct = torch.cat([scores, mem.no_write.expand(2, 1, 5)], 1).softmax(1)
+        assert torch.allclose(mem.route(prev, keys), direct, atol=1e-6)
+        masked = mem.shares(prev, *mem.prepare(keys, pad))
+    assert torch.allclose(masked[0], direct[0], atol=1e-6)
+    assert torch.allclose(masked[1, :, :3], direct[1, :, :3], atol=1e-6)
+    assert torch.equal(masked[1, :, 3:], torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [1.0, 1.0]]))  # pad goes nowhere
+
+
 def test_kg_fusion_changes_only_linked_tokens():
     model = tiny(kg_fusion=True)
     ids = torch.tensor([[4, 5, 6]])
