@@ -167,12 +167,11 @@ class RoutedSlotMemory(nn.Module):
     def step(self, prev: torch.Tensor, kq: torch.Tensor, base: torch.Tensor, values: torch.Tensor,
              pad: torch.Tensor) -> torch.Tensor:
         """One segment's write from its ``prepare``d keys."""
-        k_slots = prev.shape[1]
-        real = (~pad).unsqueeze(1)
-        share = self.shares(prev, kq, base)
+        # (B, K, L): each token's share per slot; ``prepare`` scored padding -inf, so its share is 0
+        route = self.shares(prev, kq, base)[:, :prev.shape[1]]
         if self.by_segment:
-            share = (share * real).sum(-1, keepdim=True) / real.sum(-1, keepdim=True).clamp(min=1)
-        route = share[:, :k_slots] * real  # (B, K, L): each token's share per slot
+            real = (~pad).unsqueeze(1)
+            route = route.sum(-1, keepdim=True) / real.sum(-1, keepdim=True).clamp(min=1) * real
         mass = route.sum(-1, keepdim=True)  # an all-pad segment: mass 0, g 0, the memory stays as it was
         cand = self.norm(route @ values / (mass + 1e-6))
         g = (1 - torch.exp(-mass)) * torch.sigmoid(self.gate(torch.cat([cand, prev], dim=-1)))
@@ -192,9 +191,14 @@ class EntityFusion(nn.Module):
         self.gate = nn.Linear(2 * hidden, hidden)
 
     def forward(self, x: torch.Tensor, ent: torch.Tensor) -> torch.Tensor:
-        e = self.proj(self.table[ent])
-        g = torch.sigmoid(self.gate(torch.cat([x, e], dim=-1)))
-        return x + (ent > 0).unsqueeze(-1) * g * e
+        # Only linked tokens are computed: the gate is as wide as an encoder
+        # layer's projections, and most positions (other words, padding) are
+        # not linked.
+        linked = (ent > 0).nonzero(as_tuple=True)
+        xs = x[linked]
+        e = self.proj(self.table[ent[linked]])
+        g = torch.sigmoid(self.gate(torch.cat([xs, e], dim=-1)))
+        return x.index_put(linked, xs + g * e)
 
 
 class MemoryQA(nn.Module):
@@ -304,28 +308,41 @@ class MemoryQA(nn.Module):
         """
         B, S, L = segments.shape
         K = memory.shape[1]
-        ids, ents = segments.flatten(0, 1), seg_ents.flatten(0, 1)
-        pad = ids == self.vocab.pad_id
-        rows = (~pad).any(dim=1).nonzero().squeeze(1)  # empty segments are not encoded
-        if len(rows) == 0:
+        # Rows sorted by where their story starts (stories are right-aligned, so
+        # short ones start late): the rows with anything to write at segment t
+        # are then the first n_t, and the segments go through the encoder in
+        # story order, segment t of rows 0..n_t-1, so each step's share of the
+        # encoder output is one contiguous block. (The memory comes in as
+        # c_0 = 0 for every row, so it needs no reordering.)
+        real = (segments != self.vocab.pad_id).any(dim=2)  # (B, S)
+        start = torch.where(real.any(dim=1), real.int().argmax(dim=1), S)
+        order = start.argsort(stable=True)
+        active = (start[order][None, :] <= torch.arange(S, device=start.device)[:, None]).sum(1).tolist()
+        if not sum(active):
             return memory
+        pick = torch.cat([order[:n] * S + t for t, n in enumerate(active) if n])
+        ids, ents = segments.flatten(0, 1)[pick], seg_ents.flatten(0, 1)[pick]
+        pad = ids == self.vocab.pad_id  # a segment left empty inside a story is read too, and writes nothing
         # Tokens take the positions they have when the memory sits in front of
         # them, as in the question read, so a position means the same in both.
-        where = {"position_ids": torch.arange(K, K + L, device=ids.device).expand(len(rows), L)} \
+        where = {"position_ids": torch.arange(K, K + L, device=ids.device).expand(len(ids), L)} \
             if self._takes_position_ids else {}
-        states = self.encoder(inputs_embeds=self._embed(ids[rows], ents[rows]),
-                              attention_mask=(~pad[rows]).long(), **where).last_hidden_state
+        states = self.encoder(inputs_embeds=self._embed(ids, ents), attention_mask=(~pad).long(),
+                              **where).last_hidden_state
         keys, values = self.memory.project(states)
-        kq, base = self.memory.prepare(keys, pad[rows])  # every segment's routing terms in one go
-        kq = kq.new_zeros(B * S, L, kq.shape[-1]).index_copy(0, rows, kq).view(B, S, L, -1)
-        base = base.new_full((B * S, K, L), float("-inf")).index_copy(0, rows, base).view(B, S, K, L)
-        values = values.new_zeros(B * S, L, values.shape[-1]).index_copy(0, rows, values).view(B, S, L, -1)
-        pad = pad.view(B, S, L)
-        # unbind, not kq[:, t]: each indexed view's backward would write a
-        # zero-filled (B, S, L, H) gradient, S times over (15% of a step).
-        for t, parts in enumerate(zip(kq.unbind(1), base.unbind(1), values.unbind(1), pad.unbind(1))):
-            memory = self.memory.step(self._truncate(memory, t, S), *parts)
-        return memory
+        kq, base = self.memory.prepare(keys, pad)  # every segment's routing terms in one go
+        # split, not indexing per step: an indexed view's backward writes a
+        # zero-filled gradient as large as the whole, once per segment.
+        sizes = [n for n in active if n]
+        steps = zip(kq.split(sizes), base.split(sizes), values.split(sizes), pad.split(sizes))
+        for t, n in enumerate(active):
+            if not n:
+                continue
+            parts = next(steps)
+            memory = self._truncate(memory, t, S)
+            new = self.memory.step(memory[:n], *parts)
+            memory = new if n == B else torch.cat([new, memory[n:]])
+        return memory[order.argsort()]
 
     def _decode(self, enc: torch.Tensor, enc_pad: torch.Tensor, question: torch.Tensor,
                 prefix: torch.Tensor) -> torch.Tensor:

@@ -62,6 +62,17 @@ def test_memory_starts_empty_and_empty_segments_leave_it_alone(sees_memory):
     assert torch.allclose(mem_padded, mem_alone, atol=1e-6)
 
 
+@BOTH_READS
+def test_an_empty_segment_inside_a_story_writes_nothing(sees_memory):
+    model = tiny(segment_sees_memory=sees_memory)
+    a, b, c = [4, 5, 6, 7, 8, 9], [9, 8, 7, 6, 5, 4], [7, 7, 6, 6, 5, 5]
+    holed = torch.tensor([[a, [0] * 6, b], [c, a, b]])  # the second story has no hole
+    whole = torch.tensor([[[0] * 6, a, b], [c, a, b]])
+    mem_holed = model.read_context(holed, torch.zeros_like(holed))
+    assert torch.allclose(mem_holed, model.read_context(whole, torch.zeros_like(whole)), atol=1e-6)
+    assert not torch.isnan(mem_holed).any()
+
+
 def test_batched_segments_write_as_if_read_one_by_one():
     """segment_sees_memory=false encodes all segments in one call; the write order stays the story's."""
     model = tiny(segment_sees_memory=False)
