@@ -56,6 +56,10 @@ def init_from_checkpoint(model: MemoryQA, ckpt_dir: Path, tokenizer_path: Path) 
       run's KG); fusion layers the checkpoint lacks, or has for a KG of
       another embedding size, stay as built; a model without fusion ignores
       the checkpoint's.
+    - more decoder layers: the layers the checkpoint lacks go on top and
+      start as the identity (their output projections zeroed; the layers are
+      pre-norm residual blocks), so the grown model first answers as the
+      checkpoint did and training finds a use for the new depth.
 
     Any other missing tensor or shape is an error that names it. Returns
     ``{"tokens_carried", "tokens_new", "fresh"}`` (fresh: tensors left as built).
@@ -82,6 +86,16 @@ def init_from_checkpoint(model: MemoryQA, ckpt_dir: Path, tokenizer_path: Path) 
                                                  model.vocab, model.cfg.memory_slots)
     fresh = sorted(k for k in mine.keys() - {"fusion.table"} if k.startswith("fusion.")
                    and (k not in weights or weights[k].shape != mine[k].shape))
+    saved_depth = saved["model"].get("decoder_layers", 1)
+    grown = model.decoder.layers[saved_depth:]
+    if len(grown):
+        fresh += sorted(f"decoder.layers.{saved_depth + i}.{name}" for i, layer in enumerate(grown)
+                        for name in layer.state_dict())
+        with torch.no_grad():
+            for layer in grown:
+                for proj in (layer.self_attn.out_proj, layer.multihead_attn.out_proj, layer.linear2):
+                    proj.weight.zero_()
+                    proj.bias.zero_()
     weights = {k: v for k, v in weights.items()
                if k not in fresh and (model.fusion is not None or not k.startswith("fusion."))}
     expected = mine.keys() - {"fusion.table"} - set(fresh)

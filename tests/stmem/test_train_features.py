@@ -265,6 +265,15 @@ def test_init_from_carries_shared_tokens_across_tokenizers_and_refuses_another_s
     assert torch.equal(table[:k + lo], saved[:k + lo])
     assert torch.equal(table[k + lo + 4:], saved[k + lo:])
     assert not torch.equal(table[k + lo:k + lo + 4], saved[k + lo:k + lo + 4])
+    # A deeper decoder: the new layer goes on top as the identity, so the grown model answers as the checkpoint.
+    deeper = MemoryQA(model.cfg.model_copy(update={"decoder_layers": 2}), v).eval()
+    carried = init_from_checkpoint(deeper, tmp_path / "first", ds / "tokenizer.json")
+    assert carried["fresh"] and all(k.startswith("decoder.layers.1.") for k in carried["fresh"])
+    batch = collate(load_examples(ds / "val.parquet")[:8], v.pad_id, v.segment_len)
+    checkpoint_model = load_checkpoint(tmp_path / "first")[0].eval()
+    with torch.no_grad():
+        assert torch.allclose(deeper(batch), checkpoint_model(batch), atol=1e-5)
+    assert deeper.generate(batch) == checkpoint_model.generate(batch)
     cfg = TrainConfig(epochs=1, batch_size=8, progress=False, num_threads=1, init_from=str(tmp_path / "first"))
     with pytest.raises(ValueError, match="does not fit model config"):
         fit(dataset_dir=ds, out_dir=tmp_path / "b", model_cfg=ModelConfig(**{**TINY, "memory_slots": 3}),
