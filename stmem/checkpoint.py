@@ -86,7 +86,7 @@ def init_from_checkpoint(model: MemoryQA, ckpt_dir: Path, tokenizer_path: Path) 
                                                  model.vocab, model.cfg.memory_slots)
     fresh = sorted(k for k in mine.keys() - {"fusion.table"} if k.startswith("fusion.")
                    and (k not in weights or weights[k].shape != mine[k].shape))
-    saved_depth = saved["model"].get("decoder_layers", 1)
+    saved_depth = saved["model"]["decoder_layers"]
     grown = model.decoder.layers[saved_depth:]
     if len(grown):
         fresh += sorted(f"decoder.layers.{saved_depth + i}.{name}" for i, layer in enumerate(grown)

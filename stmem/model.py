@@ -312,14 +312,14 @@ class MemoryQA(nn.Module):
         # short ones start late): the rows with anything to write at segment t
         # are then the first n_t, and the segments go through the encoder in
         # story order, segment t of rows 0..n_t-1, so each step's share of the
-        # encoder output is one contiguous block. (The memory comes in as
-        # c_0 = 0 for every row, so it needs no reordering.)
+        # encoder output is one contiguous block.
         real = (segments != self.vocab.pad_id).any(dim=2)  # (B, S)
         start = torch.where(real.any(dim=1), real.int().argmax(dim=1), S)
         order = start.argsort(stable=True)
         active = (start[order][None, :] <= torch.arange(S, device=start.device)[:, None]).sum(1).tolist()
         if not sum(active):
             return memory
+        memory = memory[order]
         pick = torch.cat([order[:n] * S + t for t, n in enumerate(active) if n])
         ids, ents = segments.flatten(0, 1)[pick], seg_ents.flatten(0, 1)[pick]
         pad = ids == self.vocab.pad_id  # a segment left empty inside a story is read too, and writes nothing

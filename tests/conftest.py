@@ -14,12 +14,13 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
 
-
 def pytest_sessionfinish(session, exitstatus):
     """Stop Prefect's temporary server while pytest's output is still open.
 
     Prefect stops it at exit otherwise, and its "Stopping temporary server"
     log line then goes to a stream pytest has closed ("--- Logging error ---").
+    Prefect keeps its servers in a private per-port registry; there is no
+    public handle on the one its flows started.
     """
     from prefect.server.api.server import SubprocessASGIServer
 
