@@ -60,6 +60,10 @@ def init_from_checkpoint(model: MemoryQA, ckpt_dir: Path, tokenizer_path: Path) 
       start as the identity (their output projections zeroed; the layers are
       pre-norm residual blocks), so the grown model first answers as the
       checkpoint did and training finds a use for the new depth.
+    - more memory slots: the checkpoint's slots keep their keys (or queries)
+      and their position rows; the added slots start as built, and the
+      segment and question positions move up behind them. Fewer slots than
+      the checkpoint is an error: which facts a dropped slot held is unknown.
 
     Any other missing tensor or shape is an error that names it. Returns
     ``{"tokens_carried", "tokens_new", "fresh"}`` (fresh: tensors left as built).
@@ -80,10 +84,16 @@ def init_from_checkpoint(model: MemoryQA, ckpt_dir: Path, tokenizer_path: Path) 
         rows[torch.tensor([new_vocab[t] for t in shared], dtype=torch.long)] = \
             weights[words][torch.tensor([old_vocab[t] for t in shared], dtype=torch.long)].to(rows.dtype)
         weights[words] = rows
+    old_slots, slots = saved["model"]["memory_slots"], model.cfg.memory_slots
+    if slots < old_slots:
+        raise ValueError(f"train.init_from: model.memory_slots {slots} is fewer than {ckpt_dir}'s {old_slots}")
+    for name in ("memory.slot_keys", "memory.slot_queries"):
+        if slots > old_slots and name in weights and name in mine:
+            weights[name] = torch.cat([weights[name], mine[name][old_slots:]])
     positions = "encoder.embeddings.position_embeddings.weight"
-    if positions in weights and positions in mine and saved["model"]["memory_slots"] == model.cfg.memory_slots:
+    if positions in weights and positions in mine and weights[positions].shape[1:] == mine[positions].shape[1:]:
         weights[positions] = _relayout_positions(weights[positions], mine[positions], Vocab(**saved["vocab"]),
-                                                 model.vocab, model.cfg.memory_slots)
+                                                 model.vocab, old_slots, slots)
     fresh = sorted(k for k in mine.keys() - {"fusion.table"} if k.startswith("fusion.")
                    and (k not in weights or weights[k].shape != mine[k].shape))
     saved_depth = saved["model"]["decoder_layers"]
@@ -108,19 +118,22 @@ def init_from_checkpoint(model: MemoryQA, ckpt_dir: Path, tokenizer_path: Path) 
     return {"tokens_carried": len(shared), "tokens_new": len(new_vocab) - len(shared), "fresh": fresh}
 
 
-def _relayout_positions(saved: torch.Tensor, built: torch.Tensor, old: Vocab, new: Vocab, slots: int) -> torch.Tensor:
-    """The saved position table laid out as [slots ; segment ; question] for the new lengths.
+def _relayout_positions(saved: torch.Tensor, built: torch.Tensor, old: Vocab, new: Vocab,
+                        old_slots: int, slots: int) -> torch.Tensor:
+    """The saved position table laid out as [slots ; segment ; question] for the new sizes.
 
     Rows a part has in both layouts are the saved ones; rows only the new
     layout has stay as built.
     """
-    if (old.segment_len, old.max_question_len) == (new.segment_len, new.max_question_len) \
+    if (old.segment_len, old.max_question_len, old_slots) == (new.segment_len, new.max_question_len, slots) \
             and saved.shape == built.shape:
         return saved
     out = built.clone()
-    out[:slots] = saved[:slots]
+    k = min(old_slots, slots)
+    out[:k] = saved[:k]
     n = min(old.segment_len, new.segment_len)
-    out[slots:slots + n] = saved[slots:slots + n]
+    out[slots:slots + n] = saved[old_slots:old_slots + n]
     q = min(old.max_question_len, new.max_question_len)
-    out[slots + new.segment_len:slots + new.segment_len + q] = saved[slots + old.segment_len:slots + old.segment_len + q]
+    out[slots + new.segment_len:slots + new.segment_len + q] = \
+        saved[old_slots + old.segment_len:old_slots + old.segment_len + q]
     return out.to(built.dtype)

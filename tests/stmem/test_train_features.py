@@ -274,7 +274,19 @@ def test_init_from_carries_shared_tokens_across_tokenizers_and_refuses_another_s
     with torch.no_grad():
         assert torch.allclose(deeper(batch), checkpoint_model(batch), atol=1e-5)
     assert deeper.generate(batch) == checkpoint_model.generate(batch)
+    # More memory slots: the checkpoint's slots keep their keys and positions, the segment and
+    # question positions move up behind the added slots; fewer slots is refused by name.
+    wider = MemoryQA(model.cfg.model_copy(update={"memory_slots": k + 3}), v)
+    built = wider.memory.slot_keys.detach().clone()
+    assert init_from_checkpoint(wider, tmp_path / "first", ds / "tokenizer.json")["fresh"] == []
+    keys = load_checkpoint(tmp_path / "first")[0].memory.slot_keys.detach()
+    assert torch.equal(wider.memory.slot_keys[:k], keys) and torch.equal(wider.memory.slot_keys[k:], built[k:])
+    table = wider.encoder.embeddings.position_embeddings.weight.detach()
+    assert torch.equal(table[:k], saved[:k]) and torch.equal(table[k + 3:], saved[k:])
+    with pytest.raises(ValueError, match="memory_slots 1 is fewer than"):
+        init_from_checkpoint(MemoryQA(model.cfg.model_copy(update={"memory_slots": 1}), v),
+                             tmp_path / "first", ds / "tokenizer.json")
     cfg = TrainConfig(epochs=1, batch_size=8, progress=False, num_threads=1, init_from=str(tmp_path / "first"))
     with pytest.raises(ValueError, match="does not fit model config"):
-        fit(dataset_dir=ds, out_dir=tmp_path / "b", model_cfg=ModelConfig(**{**TINY, "memory_slots": 3}),
+        fit(dataset_dir=ds, out_dir=tmp_path / "b", model_cfg=ModelConfig(**{**TINY, "hidden_size": 48}),
             train_cfg=cfg, seed=1)
