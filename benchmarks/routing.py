@@ -7,7 +7,8 @@ going to the same slot, and the person's next sentence to that slot again; a
 memory that only keeps the latest place of anyone shows every place going to
 one slot whoever moved (docs/benchmarks.md, KG value). With
 ``memory_route: segment`` every token of a segment shows the segment's
-shared routing, which is what is written.
+shared routing, which is what is written; with ``ring`` each segment goes
+whole to the next slot in turn.
 
     python benchmarks/routing.py --model-dir runs/babi-qa1/train \\
         --context "Mary moved to the kitchen. John went to the garden. Mary went to the office." \\
@@ -19,6 +20,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+import torch
 
 from stmem.batch import collate
 from stmem.dataset import decode_answer
@@ -37,16 +40,13 @@ def main() -> int:
     if model.cfg.memory_type != "routed":
         raise SystemExit(f"{args.model_dir}: memory_type {model.cfg.memory_type!r} has no routing (routed only)")
     shares = []
-    step = model.memory.step  # every write, segments read one by one or batched, goes through step
+    routing = model.memory.routing  # every write, segments read one by one or batched, routes through it
 
-    def recording_step(prev, kq, base, values, pad):
-        share = model.memory.shares(prev, kq, base)[0]
-        if model.memory.by_segment:  # what is written: the segment's tokens share their mean routing
-            real = ~pad[0]
-            share = share[:, real].mean(-1, keepdim=True).expand_as(share)
-        shares.append(share)
-        return step(prev, kq, base, values, pad)
-    model.memory.step = recording_step
+    def recording_routing(*args):
+        route = routing(*args)  # (B, K, L) what is written; with segment routing the segment's mean
+        shares.append(torch.cat([route[0], 1 - route[0].sum(0, keepdim=True)]))  # and the share for nowhere
+        return route
+    model.memory.routing = recording_routing
     batch = collate([predictor.encode(args.context, args.question)], model.vocab.pad_id, model.vocab.segment_len)
     answer = decode_answer(predictor.tokenizer, model.generate(batch)[0])  # reads the story once: one write per segment
     segments = []

@@ -140,8 +140,10 @@ class ModelConfig(_Section):
     memory_slots: int = Field(8, ge=1)
     # routed only: "token" routes each token on its own; "segment" gives a
     # segment's tokens one shared routing (the mean of theirs), so a sentence
-    # is written whole to one place
-    memory_route: Literal["token", "segment"] = "token"
+    # is written whole to one place; "ring": a story's t-th segment is written
+    # whole to slot t mod memory_slots (MemN2N's memory layout: each sentence
+    # kept apart, in order, and the read finds the ones that answer)
+    memory_route: Literal["token", "segment", "ring"] = "token"
     # true: the encoder reads [memory ; segment], so a segment's tokens see what
     # earlier ones wrote. false (routed only): the encoder reads each segment
     # alone, all segments of a batch in one call, and the memory is written from
@@ -156,8 +158,8 @@ class ModelConfig(_Section):
     def _heads_divide(self) -> "ModelConfig":
         if self.pretrained_encoder is None and self.hidden_size % self.num_heads:
             raise ValueError("model.hidden_size must be divisible by model.num_heads")
-        if self.memory_route == "segment" and self.memory_type != "routed":
-            raise ValueError("model.memory_route=segment needs model.memory_type=routed "
+        if self.memory_route != "token" and self.memory_type != "routed":
+            raise ValueError(f"model.memory_route={self.memory_route} needs model.memory_type=routed "
                              "(gated and rmt memories do not route tokens)")
         if not self.segment_sees_memory and self.memory_type != "routed":
             raise ValueError("model.segment_sees_memory=false needs model.memory_type=routed "

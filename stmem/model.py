@@ -108,15 +108,19 @@ class RoutedSlotMemory(nn.Module):
     its content exactly, so a fact survives any number of segments about
     something else.
 
-    ``by_segment``: a segment's tokens share one routing, the mean of their
-    own, so a sentence (one per segment with ``pack_sentences: false``) is
-    written whole to the slots it chose: its place cannot go to another slot
-    than its person.
+    ``route``: "token" routes each token on its own. "segment": a segment's
+    tokens share one routing, the mean of their own, so a sentence (one per
+    segment with ``pack_sentences: false``) is written whole to the slots it
+    chose: its place cannot go to another slot than its person. "ring": the
+    t-th segment of a story is written whole to slot t mod K, whatever it
+    says, so up to K sentences are each kept apart in order (the layout of
+    MemN2N's memory, through the same gated write); which of them answers a
+    question is left to the read.
     """
 
-    def __init__(self, hidden: int, slots: int, by_segment: bool = False):
+    def __init__(self, hidden: int, slots: int, route: str = "token"):
         super().__init__()
-        self.by_segment = by_segment
+        self.route_by = route
         self.slot_keys = nn.Parameter(torch.randn(slots, hidden))
         self.q = nn.Linear(hidden, hidden)  # from the slots: what each one holds
         self.k = nn.Linear(hidden, hidden)  # from the tokens
@@ -125,10 +129,12 @@ class RoutedSlotMemory(nn.Module):
         self.norm = nn.LayerNorm(hidden)
         self.gate = nn.Linear(2 * hidden, hidden)
 
-    def forward(self, prev: torch.Tensor, states: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
-        """``states``: encoder outputs of [memory slots ; segment tokens], the slots first."""
+    def forward(self, prev: torch.Tensor, states: torch.Tensor, pad_mask: torch.Tensor,
+                slot: torch.Tensor | None = None) -> torch.Tensor:
+        """``states``: encoder outputs of [memory slots ; segment tokens], the slots first;
+        ``slot``: (B,) each row's segment index in its story, modulo the slots (ring routing)."""
         k_slots = prev.shape[1]
-        return self.write(prev, *self.project(states[:, k_slots:]), pad_mask[:, k_slots:])
+        return self.write(prev, *self.project(states[:, k_slots:]), pad_mask[:, k_slots:], slot)
 
     def project(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Token keys and values; independent of the memory, so any number of segments can go at once."""
@@ -160,18 +166,29 @@ class RoutedSlotMemory(nn.Module):
         """(B, K+1, L) shares of one segment's (B, L, H) keys, padding not masked."""
         return self.shares(prev, *self.prepare(keys))
 
-    def write(self, prev: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    def write(self, prev: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pad: torch.Tensor,
+              slot: torch.Tensor | None = None) -> torch.Tensor:
         """One segment's write: (B, K, H) memory, (B, L, H) token keys/values, (B, L) padding."""
-        return self.step(prev, *self.prepare(keys, pad), values, pad)
+        return self.step(prev, *self.prepare(keys, pad), values, pad, slot)
+
+    def routing(self, prev: torch.Tensor, kq: torch.Tensor, base: torch.Tensor, pad: torch.Tensor,
+                slot: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, K, L): what each token of one segment gives each slot (the rest goes nowhere)."""
+        real = (~pad).unsqueeze(1)
+        if self.route_by == "ring":
+            if slot is None:
+                raise ValueError("ring routing needs each row's segment index (slot)")
+            return F.one_hot(slot, prev.shape[1]).to(prev.dtype).unsqueeze(-1) * real
+        # each token's share per slot; ``prepare`` scored padding -inf, so its share is 0
+        route = self.shares(prev, kq, base)[:, :prev.shape[1]]
+        if self.route_by == "segment":
+            route = route.sum(-1, keepdim=True) / real.sum(-1, keepdim=True).clamp(min=1) * real
+        return route
 
     def step(self, prev: torch.Tensor, kq: torch.Tensor, base: torch.Tensor, values: torch.Tensor,
-             pad: torch.Tensor) -> torch.Tensor:
+             pad: torch.Tensor, slot: torch.Tensor | None = None) -> torch.Tensor:
         """One segment's write from its ``prepare``d keys."""
-        # (B, K, L): each token's share per slot; ``prepare`` scored padding -inf, so its share is 0
-        route = self.shares(prev, kq, base)[:, :prev.shape[1]]
-        if self.by_segment:
-            real = (~pad).unsqueeze(1)
-            route = route.sum(-1, keepdim=True) / real.sum(-1, keepdim=True).clamp(min=1) * real
+        route = self.routing(prev, kq, base, pad, slot)
         mass = route.sum(-1, keepdim=True)  # an all-pad segment: mass 0, g 0, the memory stays as it was
         cand = self.norm(route @ values / (mass + 1e-6))
         g = (1 - torch.exp(-mass)) * torch.sigmoid(self.gate(torch.cat([cand, prev], dim=-1)))
@@ -226,7 +243,7 @@ class MemoryQA(nn.Module):
         hidden = self.encoder.config.hidden_size
         heads = self.encoder.config.num_attention_heads
         self.memory = (GatedSlotMemory(hidden, cfg.memory_slots, heads) if cfg.memory_type == "gated" else
-                       RoutedSlotMemory(hidden, cfg.memory_slots, cfg.memory_route == "segment")
+                       RoutedSlotMemory(hidden, cfg.memory_slots, cfg.memory_route)
                        if cfg.memory_type == "routed" else None)
         self.fusion = None
         if cfg.kg_fusion:
@@ -269,6 +286,7 @@ class MemoryQA(nn.Module):
         memory = segments.new_zeros(B, self.cfg.memory_slots, hidden, dtype=self.word_embeddings.weight.dtype)
         if not self.cfg.segment_sees_memory:
             return self._write_encoded_segments(memory, segments, seg_ents)
+        start = self._story_starts(segments)
         for t in range(S):
             memory = self._truncate(memory, t, S)
             ids = segments[:, t]
@@ -283,9 +301,14 @@ class MemoryQA(nn.Module):
             if self.cfg.memory_type == "rmt":
                 written = states[:, : memory.shape[1]]  # RMT: memory tokens' outputs carry on
             else:
-                written = self.memory(prev, states, pad)
+                written = self.memory(prev, states, pad, (t - start[rows]) % memory.shape[1])
             memory = memory.index_copy(0, rows, written) if part else written
         return memory
+
+    def _story_starts(self, segments: torch.Tensor) -> torch.Tensor:
+        """(B,) the index of each story's first non-empty segment (S for an empty story)."""
+        real = (segments != self.vocab.pad_id).any(dim=2)
+        return torch.where(real.any(dim=1), real.int().argmax(dim=1), segments.shape[1])
 
     def _truncate(self, memory: torch.Tensor, t: int, S: int) -> torch.Tensor:
         """Detach the memory before segment t when truncated BPTT says so."""
@@ -313,10 +336,10 @@ class MemoryQA(nn.Module):
         # are then the first n_t, and the segments go through the encoder in
         # story order, segment t of rows 0..n_t-1, so each step's share of the
         # encoder output is one contiguous block.
-        real = (segments != self.vocab.pad_id).any(dim=2)  # (B, S)
-        start = torch.where(real.any(dim=1), real.int().argmax(dim=1), S)
+        start = self._story_starts(segments)
         order = start.argsort(stable=True)
-        active = (start[order][None, :] <= torch.arange(S, device=start.device)[:, None]).sum(1).tolist()
+        start = start[order]
+        active = (start[None, :] <= torch.arange(S, device=start.device)[:, None]).sum(1).tolist()
         if not sum(active):
             return memory
         memory = memory[order]
@@ -340,7 +363,7 @@ class MemoryQA(nn.Module):
                 continue
             parts = next(steps)
             memory = self._truncate(memory, t, S)
-            new = self.memory.step(memory[:n], *parts)
+            new = self.memory.step(memory[:n], *parts, (t - start[:n]) % K)
             memory = new if n == B else torch.cat([new, memory[n:]])
         return memory[order.argsort()]
 

@@ -156,7 +156,7 @@ def test_routed_write_can_write_nothing_and_ignores_padding():
 
 def test_routed_by_segment_writes_the_segment_whole_with_one_routing():
     torch.manual_seed(0)
-    mem = RoutedSlotMemory(8, 3, by_segment=True)
+    mem = RoutedSlotMemory(8, 3, route="segment")
     prev, keys, values = torch.randn(1, 3, 8), torch.randn(1, 5, 8), torch.randn(1, 5, 8)
     pad = torch.tensor([[False, False, False, True, True]])
     with torch.no_grad():
@@ -165,8 +165,28 @@ def test_routed_by_segment_writes_the_segment_whole_with_one_routing():
         cand = mem.norm(values[:, :3].mean(1, keepdim=True)).expand(1, 3, 8)  # every slot gets the segment's mean
         g = (1 - torch.exp(-mass)) * torch.sigmoid(mem.gate(torch.cat([cand, prev], -1)))
         assert torch.allclose(mem.write(prev, keys, values, pad), g * cand + (1 - g) * prev, atol=1e-5)
-        mem.by_segment = False  # routed token by token, the write differs
+        mem.route_by = "token"  # routed token by token, the write differs
         assert not torch.allclose(mem.write(prev, keys, values, pad), g * cand + (1 - g) * prev, atol=1e-3)
+
+
+@BOTH_READS
+def test_ring_routing_writes_a_story_s_t_th_segment_to_slot_t_mod_k(sees_memory):
+    model = tiny(memory_route="ring", segment_sees_memory=sees_memory)  # 4 slots
+    seg = [[4, 5, 6, 7, 8, 9], [9, 8, 7, 6, 5, 4], [7, 7, 6, 6, 5, 5], [5, 6, 7, 5, 6, 7], [8, 8, 9, 9, 4, 4]]
+    empty = [0] * 6
+    stories = torch.tensor([[empty, empty, seg[0], seg[1], seg[2]],   # three segments: slots 0-2, slot 3 untouched
+                            [seg[0], seg[1], seg[2], seg[3], seg[4]],  # five: the fifth goes back to slot 0
+                            [empty, seg[0], empty, seg[1], seg[2]]])   # a hole: counted, written nowhere
+    memory = model.read_context(stories, torch.zeros_like(stories))
+    written = memory.abs().sum(-1) > 0
+    assert written.tolist() == [[True, True, True, False], [True] * 4, [True, False, True, True]]
+    first_four = model.read_context(stories[1:2, :4], torch.zeros_like(stories[1:2, :4]))
+    assert torch.allclose(memory[1, 1:], first_four[0, 1:], atol=1e-6)  # the fifth segment touched slot 0 only
+    assert not torch.allclose(memory[1, 0], first_four[0, 0], atol=1e-4)
+    if not sees_memory:  # segments read alone: a slot holds its segment whatever came before it
+        assert torch.allclose(memory[2, [0, 2, 3]], memory[0, :3], atol=1e-6)
+    with pytest.raises(ValueError, match="memory_route=ring needs model.memory_type=routed"):
+        ModelConfig(memory_type="gated", memory_route="ring")
 
 
 def test_routing_scores_split_into_a_memory_term_and_a_precomputed_token_term():
@@ -245,8 +265,9 @@ def test_memory_model_learns_what_only_memory_can_answer():
 
 
 @pytest.mark.timeout(300)
-def test_memory_learns_with_segments_encoded_in_one_batch():
-    assert _accuracy_after_training(memory=True, segment_sees_memory=False) >= 0.9
+@pytest.mark.parametrize("route", ["token", "ring"])
+def test_memory_learns_with_segments_encoded_in_one_batch(route):
+    assert _accuracy_after_training(memory=True, segment_sees_memory=False, memory_route=route) >= 0.9
 
 
 def test_rmt_memory_tokens_carry_earlier_segments():
