@@ -300,7 +300,9 @@ class MemoryQA(nn.Module):
             states, pad = self._encode(prev, ids[rows] if part else ids, seg_ents[rows, t] if part else seg_ents[:, t])
             if self.cfg.memory_type == "rmt":
                 written = states[:, : memory.shape[1]]  # RMT: memory tokens' outputs carry on
-            else:
+            elif self.cfg.memory_type == "gated":
+                written = self.memory(prev, states, pad)
+            else:  # routed; a ring writes to the row's segment index in its story, modulo the slots
                 written = self.memory(prev, states, pad, (t - start[rows]) % memory.shape[1])
             memory = memory.index_copy(0, rows, written) if part else written
         return memory

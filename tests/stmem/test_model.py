@@ -27,9 +27,10 @@ def example(first_segment, last_segment=(10, 11, 12, 13, 14, 15), question=(20, 
 BOTH_READS = pytest.mark.parametrize("sees_memory", [True, False], ids=["segment-sees-memory", "segments-batched"])
 
 
-@BOTH_READS
-def test_memory_carries_earlier_segments(sees_memory):
-    model = tiny(segment_sees_memory=sees_memory)
+@pytest.mark.parametrize("sees_memory,memory_type", [(True, "routed"), (False, "routed"), (True, "gated")],
+                         ids=["segment-sees-memory", "segments-batched", "gated"])
+def test_memory_carries_earlier_segments(sees_memory, memory_type):
+    model = tiny(segment_sees_memory=sees_memory, memory_type=memory_type)
     a = collate([example([4, 5, 6, 7, 8, 9])], 0, 6)
     b = collate([example([5, 5, 5, 5, 5, 5])], 0, 6)  # only the first segment differs
     mem_a = model.read_context(a["segments"], a["segment_entities"])
