@@ -286,7 +286,7 @@ class MemoryQA(nn.Module):
         memory = segments.new_zeros(B, self.cfg.memory_slots, hidden, dtype=self.word_embeddings.weight.dtype)
         if not self.cfg.segment_sees_memory:
             return self._write_encoded_segments(memory, segments, seg_ents)
-        start = self._story_starts(segments)
+        start = self._story_starts(segments) if self.cfg.memory_route == "ring" else None
         for t in range(S):
             memory = self._truncate(memory, t, S)
             ids = segments[:, t]
@@ -303,7 +303,8 @@ class MemoryQA(nn.Module):
             elif self.cfg.memory_type == "gated":
                 written = self.memory(prev, states, pad)
             else:  # routed; a ring writes to the row's segment index in its story, modulo the slots
-                written = self.memory(prev, states, pad, (t - start[rows]) % memory.shape[1])
+                slot = None if start is None else (t - start[rows]) % memory.shape[1]
+                written = self.memory(prev, states, pad, slot)
             memory = memory.index_copy(0, rows, written) if part else written
         return memory
 
@@ -358,6 +359,7 @@ class MemoryQA(nn.Module):
         kq, base = self.memory.prepare(keys, pad)  # every segment's routing terms in one go
         # split, not indexing per step: an indexed view's backward writes a
         # zero-filled gradient as large as the whole, once per segment.
+        ring = self.cfg.memory_route == "ring"  # only a ring needs each row's place in its story per step
         sizes = [n for n in active if n]
         steps = zip(kq.split(sizes), base.split(sizes), values.split(sizes), pad.split(sizes))
         for t, n in enumerate(active):
@@ -365,7 +367,7 @@ class MemoryQA(nn.Module):
                 continue
             parts = next(steps)
             memory = self._truncate(memory, t, S)
-            new = self.memory.step(memory[:n], *parts, (t - start[:n]) % K)
+            new = self.memory.step(memory[:n], *parts, (t - start[:n]) % K if ring else None)
             memory = new if n == B else torch.cat([new, memory[n:]])
         return memory[order.argsort()]
 
