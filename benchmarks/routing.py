@@ -44,7 +44,8 @@ def main() -> int:
 
     def recording_routing(*args):
         route = routing(*args)  # (B, K, L) what is written; with segment routing the segment's mean
-        shares.append(torch.cat([route[0], 1 - route[0].sum(0, keepdim=True)]))  # and the share for nowhere
+        # and the share for nowhere (what the routed slots left: ring slots take every token whole)
+        shares.append(torch.cat([route[0], 1 - route[0][:model.cfg.memory_slots].sum(0, keepdim=True)]))
         return route
     model.memory.routing = recording_routing
     batch = collate([predictor.encode(args.context, args.question)], model.vocab.pad_id, model.vocab.segment_len)
@@ -54,8 +55,8 @@ def main() -> int:
         tokens = [(predictor.tokenizer.id_to_token(int(i)), share[:, j].tolist())
                   for j, i in enumerate(ids) if i != model.vocab.pad_id]
         segments.append(tokens)
-    slots = model.cfg.memory_slots
-    print(f"answer: {answer}\n{'token':>14} " + " ".join(f"s{k:<3}" for k in range(slots)) + " none")
+    names = [f"s{k:<3}" for k in range(model.cfg.memory_slots)] + [f"r{k:<3}" for k in range(model.cfg.ring_slots)]
+    print(f"answer: {answer}\n{'token':>14} " + " ".join(names) + " none")
     for tokens in segments:
         for token, share in tokens:
             print(f"{token:>14} " + " ".join(f"{x:4.2f}" for x in share))

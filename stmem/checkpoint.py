@@ -64,6 +64,8 @@ def init_from_checkpoint(model: MemoryQA, ckpt_dir: Path, tokenizer_path: Path) 
       and their position rows; the added slots start as built, and the
       segment and question positions move up behind them. Fewer slots than
       the checkpoint is an error: which facts a dropped slot held is unknown.
+      Ring slots (``model.ring_slots``) grow the same way, behind the routed
+      ones.
 
     Any other missing tensor or shape is an error that names it. Returns
     ``{"tokens_carried", "tokens_new", "fresh"}`` (fresh: tensors left as built).
@@ -85,15 +87,20 @@ def init_from_checkpoint(model: MemoryQA, ckpt_dir: Path, tokenizer_path: Path) 
             weights[words][torch.tensor([old_vocab[t] for t in shared], dtype=torch.long)].to(rows.dtype)
         weights[words] = rows
     old_slots, slots = saved["model"]["memory_slots"], model.cfg.memory_slots
-    if slots < old_slots:
-        raise ValueError(f"train.init_from: model.memory_slots {slots} is fewer than {ckpt_dir}'s {old_slots}")
+    old_ring, ring = saved["model"].get("ring_slots", 0), model.cfg.ring_slots
+    for key, n, old_n in (("memory_slots", slots, old_slots), ("ring_slots", ring, old_ring)):
+        if n < old_n:
+            raise ValueError(f"train.init_from: model.{key} {n} is fewer than {ckpt_dir}'s {old_n}")
     for name in ("memory.slot_keys", "memory.slot_queries"):
         if slots > old_slots and name in weights and name in mine:
             weights[name] = torch.cat([weights[name], mine[name][old_slots:]])
     positions = "encoder.embeddings.position_embeddings.weight"
     if positions in weights and positions in mine and weights[positions].shape[1:] == mine[positions].shape[1:]:
-        weights[positions] = _relayout_positions(weights[positions], mine[positions], Vocab(**saved["vocab"]),
-                                                 model.vocab, old_slots, slots)
+        old, new = Vocab(**saved["vocab"]), model.vocab
+        weights[positions] = _relayout_positions(
+            weights[positions], mine[positions],
+            [old_slots, old_ring, old.segment_len, old.max_question_len],
+            [slots, ring, new.segment_len, new.max_question_len])
     fresh = sorted(k for k in mine.keys() - {"fusion.table"} if k.startswith("fusion.")
                    and (k not in weights or weights[k].shape != mine[k].shape))
     saved_depth = saved["model"]["decoder_layers"]
@@ -118,22 +125,20 @@ def init_from_checkpoint(model: MemoryQA, ckpt_dir: Path, tokenizer_path: Path) 
     return {"tokens_carried": len(shared), "tokens_new": len(new_vocab) - len(shared), "fresh": fresh}
 
 
-def _relayout_positions(saved: torch.Tensor, built: torch.Tensor, old: Vocab, new: Vocab,
-                        old_slots: int, slots: int) -> torch.Tensor:
-    """The saved position table laid out as [slots ; segment ; question] for the new sizes.
+def _relayout_positions(saved: torch.Tensor, built: torch.Tensor, old_parts: list[int],
+                        new_parts: list[int]) -> torch.Tensor:
+    """The saved position table laid out for the new part sizes.
 
-    Rows a part has in both layouts are the saved ones; rows only the new
-    layout has stay as built.
+    The parts, in table order, are [routed slots ; ring slots ; segment ;
+    question]. Rows a part has in both layouts are the saved ones; rows only
+    the new layout has stay as built.
     """
-    if (old.segment_len, old.max_question_len, old_slots) == (new.segment_len, new.max_question_len, slots) \
-            and saved.shape == built.shape:
+    if old_parts == new_parts and saved.shape == built.shape:
         return saved
     out = built.clone()
-    k = min(old_slots, slots)
-    out[:k] = saved[:k]
-    n = min(old.segment_len, new.segment_len)
-    out[slots:slots + n] = saved[old_slots:old_slots + n]
-    q = min(old.max_question_len, new.max_question_len)
-    out[slots + new.segment_len:slots + new.segment_len + q] = \
-        saved[old_slots + old.segment_len:old_slots + old.segment_len + q]
+    at_old = at_new = 0
+    for o, n in zip(old_parts, new_parts):
+        k = min(o, n)
+        out[at_new:at_new + k] = saved[at_old:at_old + k]
+        at_old, at_new = at_old + o, at_new + n
     return out.to(built.dtype)

@@ -144,6 +144,13 @@ class ModelConfig(_Section):
     # whole to slot t mod memory_slots (MemN2N's memory layout: each sentence
     # kept apart, in order, and the read finds the ones that answer)
     memory_route: Literal["token", "segment", "ring"] = "token"
+    # routed by token or segment only: this many more slots after the routed
+    # ones, written as a ring (a story's t-th segment whole to ring slot t mod
+    # ring_slots). The routed slots keep what is current about each person; the
+    # ring keeps every sentence apart, in order, for questions that chain facts
+    # ("Greg is a frog", which frog's colour is known?), which a routed slot
+    # loses when every "X is a Y" sentence is written to the same place.
+    ring_slots: int = Field(0, ge=0)
     # true: the encoder reads [memory ; segment], so a segment's tokens see what
     # earlier ones wrote. false (routed only): the encoder reads each segment
     # alone, all segments of a batch in one call, and the memory is written from
@@ -161,10 +168,18 @@ class ModelConfig(_Section):
         if self.memory_route != "token" and self.memory_type != "routed":
             raise ValueError(f"model.memory_route={self.memory_route} needs model.memory_type=routed "
                              "(gated and rmt memories do not route tokens)")
+        if self.ring_slots and (self.memory_type != "routed" or self.memory_route == "ring"):
+            raise ValueError("model.ring_slots needs model.memory_type=routed with memory_route token or segment "
+                             f"(got {self.memory_type}, {self.memory_route})")
         if not self.segment_sees_memory and self.memory_type != "routed":
             raise ValueError("model.segment_sees_memory=false needs model.memory_type=routed "
                              "(gated and rmt write from the slots' encoder states)")
         return self
+
+    @property
+    def slots(self) -> int:
+        """All memory slots: the routed (or gated, or RMT) ones, then the ring slots."""
+        return self.memory_slots + self.ring_slots
 
 
 class TrainConfig(_Section):

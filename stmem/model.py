@@ -116,11 +116,15 @@ class RoutedSlotMemory(nn.Module):
     says, so up to K sentences are each kept apart in order (the layout of
     MemN2N's memory, through the same gated write); which of them answers a
     question is left to the read.
+
+    ``ring_slots``: that many more slots after the ``slots`` routed ones,
+    written as a ring beside the routing: the memory is then (B, slots +
+    ring_slots, H).
     """
 
-    def __init__(self, hidden: int, slots: int, route: str = "token"):
+    def __init__(self, hidden: int, slots: int, route: str = "token", ring_slots: int = 0):
         super().__init__()
-        self.route_by = route
+        self.route_by, self.ring_slots = route, ring_slots
         self.slot_keys = nn.Parameter(torch.randn(slots, hidden))
         self.q = nn.Linear(hidden, hidden)  # from the slots: what each one holds
         self.k = nn.Linear(hidden, hidden)  # from the tokens
@@ -130,11 +134,11 @@ class RoutedSlotMemory(nn.Module):
         self.gate = nn.Linear(2 * hidden, hidden)
 
     def forward(self, prev: torch.Tensor, states: torch.Tensor, pad_mask: torch.Tensor,
-                slot: torch.Tensor | None = None) -> torch.Tensor:
+                index: torch.Tensor | None = None) -> torch.Tensor:
         """``states``: encoder outputs of [memory slots ; segment tokens], the slots first;
-        ``slot``: (B,) each row's segment index in its story, modulo the slots (ring routing)."""
+        ``index``: (B,) each row's segment index in its story (for a ring)."""
         k_slots = prev.shape[1]
-        return self.write(prev, *self.project(states[:, k_slots:]), pad_mask[:, k_slots:], slot)
+        return self.write(prev, *self.project(states[:, k_slots:]), pad_mask[:, k_slots:], index)
 
     def project(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Token keys and values; independent of the memory, so any number of segments can go at once."""
@@ -167,28 +171,37 @@ class RoutedSlotMemory(nn.Module):
         return self.shares(prev, *self.prepare(keys))
 
     def write(self, prev: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pad: torch.Tensor,
-              slot: torch.Tensor | None = None) -> torch.Tensor:
+              index: torch.Tensor | None = None) -> torch.Tensor:
         """One segment's write: (B, K, H) memory, (B, L, H) token keys/values, (B, L) padding."""
-        return self.step(prev, *self.prepare(keys, pad), values, pad, slot)
+        return self.step(prev, *self.prepare(keys, pad), values, pad, index)
+
+    @property
+    def needs_index(self) -> bool:
+        """Whether a write needs each row's segment index in its story (a ring does)."""
+        return self.route_by == "ring" or self.ring_slots > 0
 
     def routing(self, prev: torch.Tensor, kq: torch.Tensor, base: torch.Tensor, pad: torch.Tensor,
-                slot: torch.Tensor | None = None) -> torch.Tensor:
+                index: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K, L): what each token of one segment gives each slot (the rest goes nowhere)."""
         real = (~pad).unsqueeze(1)
+        if self.needs_index and index is None:
+            raise ValueError("ring routing needs each row's segment index in its story")
         if self.route_by == "ring":
-            if slot is None:
-                raise ValueError("ring routing needs each row's segment index (slot)")
-            return F.one_hot(slot, prev.shape[1]).to(prev.dtype).unsqueeze(-1) * real
+            return F.one_hot(index % prev.shape[1], prev.shape[1]).to(prev.dtype).unsqueeze(-1) * real
+        routed = prev[:, :prev.shape[1] - self.ring_slots]
         # each token's share per slot; ``prepare`` scored padding -inf, so its share is 0
-        route = self.shares(prev, kq, base)[:, :prev.shape[1]]
+        route = self.shares(routed, kq, base)[:, :routed.shape[1]]
         if self.route_by == "segment":
             route = route.sum(-1, keepdim=True) / real.sum(-1, keepdim=True).clamp(min=1) * real
+        if self.ring_slots:
+            ring = F.one_hot(index % self.ring_slots, self.ring_slots).to(prev.dtype).unsqueeze(-1) * real
+            route = torch.cat([route, ring], dim=1)
         return route
 
     def step(self, prev: torch.Tensor, kq: torch.Tensor, base: torch.Tensor, values: torch.Tensor,
-             pad: torch.Tensor, slot: torch.Tensor | None = None) -> torch.Tensor:
+             pad: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """One segment's write from its ``prepare``d keys."""
-        route = self.routing(prev, kq, base, pad, slot)
+        route = self.routing(prev, kq, base, pad, index)
         mass = route.sum(-1, keepdim=True)  # an all-pad segment: mass 0, g 0, the memory stays as it was
         cand = self.norm(route @ values / (mass + 1e-6))
         g = (1 - torch.exp(-mass)) * torch.sigmoid(self.gate(torch.cat([cand, prev], dim=-1)))
@@ -237,13 +250,13 @@ class MemoryQA(nn.Module):
                 num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
                 intermediate_size=cfg.intermediate_size, hidden_dropout_prob=cfg.dropout,
                 attention_probs_dropout_prob=cfg.dropout,
-                max_position_embeddings=cfg.memory_slots + vocab.segment_len + vocab.max_question_len,
+                max_position_embeddings=cfg.slots + vocab.segment_len + vocab.max_question_len,
                 pad_token_id=vocab.pad_id)
             self.encoder = AutoModel.from_config(conf, **({"add_pooling_layer": False} if cfg.encoder_type == "bert" else {}))
         hidden = self.encoder.config.hidden_size
         heads = self.encoder.config.num_attention_heads
         self.memory = (GatedSlotMemory(hidden, cfg.memory_slots, heads) if cfg.memory_type == "gated" else
-                       RoutedSlotMemory(hidden, cfg.memory_slots, cfg.memory_route)
+                       RoutedSlotMemory(hidden, cfg.memory_slots, cfg.memory_route, cfg.ring_slots)
                        if cfg.memory_type == "routed" else None)
         self.fusion = None
         if cfg.kg_fusion:
@@ -283,10 +296,11 @@ class MemoryQA(nn.Module):
             segments, seg_ents = segments[:, -1:], seg_ents[:, -1:]
         B, S, _ = segments.shape
         hidden = self.encoder.config.hidden_size
-        memory = segments.new_zeros(B, self.cfg.memory_slots, hidden, dtype=self.word_embeddings.weight.dtype)
+        memory = segments.new_zeros(B, self.cfg.slots, hidden, dtype=self.word_embeddings.weight.dtype)
         if not self.cfg.segment_sees_memory:
             return self._write_encoded_segments(memory, segments, seg_ents)
-        start = self._story_starts(segments) if self.cfg.memory_route == "ring" else None
+        # only a ring needs each row's place in its story
+        start = self._story_starts(segments) if getattr(self.memory, "needs_index", False) else None
         for t in range(S):
             memory = self._truncate(memory, t, S)
             ids = segments[:, t]
@@ -302,9 +316,8 @@ class MemoryQA(nn.Module):
                 written = states[:, : memory.shape[1]]  # RMT: memory tokens' outputs carry on
             elif self.cfg.memory_type == "gated":
                 written = self.memory(prev, states, pad)
-            else:  # routed; a ring writes to the row's segment index in its story, modulo the slots
-                slot = None if start is None else (t - start[rows]) % memory.shape[1]
-                written = self.memory(prev, states, pad, slot)
+            else:  # routed; a ring writes by the row's segment index in its story
+                written = self.memory(prev, states, pad, None if start is None else t - start[rows])
             memory = memory.index_copy(0, rows, written) if part else written
         return memory
 
@@ -359,7 +372,7 @@ class MemoryQA(nn.Module):
         kq, base = self.memory.prepare(keys, pad)  # every segment's routing terms in one go
         # split, not indexing per step: an indexed view's backward writes a
         # zero-filled gradient as large as the whole, once per segment.
-        ring = self.cfg.memory_route == "ring"  # only a ring needs each row's place in its story per step
+        ring = self.memory.needs_index  # only a ring needs each row's place in its story per step
         sizes = [n for n in active if n]
         steps = zip(kq.split(sizes), base.split(sizes), values.split(sizes), pad.split(sizes))
         for t, n in enumerate(active):
@@ -367,7 +380,7 @@ class MemoryQA(nn.Module):
                 continue
             parts = next(steps)
             memory = self._truncate(memory, t, S)
-            new = self.memory.step(memory[:n], *parts, (t - start[:n]) % K if ring else None)
+            new = self.memory.step(memory[:n], *parts, t - start[:n] if ring else None)
             memory = new if n == B else torch.cat([new, memory[n:]])
         return memory[order.argsort()]
 

@@ -190,6 +190,43 @@ def test_ring_routing_writes_a_story_s_t_th_segment_to_slot_t_mod_k(sees_memory)
         ModelConfig(memory_type="gated", memory_route="ring")
 
 
+def test_ring_slots_beside_the_routed_ones_take_each_segment_whole_in_turn():
+    torch.manual_seed(0)
+    mem = RoutedSlotMemory(8, 3, route="segment", ring_slots=2)
+    plain = RoutedSlotMemory(8, 3, route="segment")
+    plain.load_state_dict(mem.state_dict())
+    prev, keys, values = torch.randn(2, 5, 8), torch.randn(2, 4, 8), torch.randn(2, 4, 8)
+    pad = torch.tensor([[False, False, False, True], [False] * 4])
+    index = torch.tensor([0, 3])  # each row's segment index in its story: ring slots 0 and 1
+    with torch.no_grad():
+        route = mem.routing(prev, *mem.prepare(keys, pad), pad, index)
+        # the routed slots route as they would alone, reading only the routed slots' memory
+        assert torch.allclose(route[:, :3], plain.routing(prev[:, :3], *plain.prepare(keys, pad), pad), atol=1e-6)
+        real = (~pad).float()
+        assert torch.equal(route[:, 3:], torch.stack([torch.stack([real[0], 0 * real[0]]),
+                                                      torch.stack([0 * real[1], real[1]])]))
+        written = mem.write(prev, keys, values, pad, index)
+        assert torch.allclose(written[:, :3], plain.write(prev[:, :3], keys, values, pad), atol=1e-6)
+        assert torch.equal(written[0, 4], prev[0, 4]) and torch.equal(written[1, 3], prev[1, 3])
+        assert not torch.allclose(written[0, 3], prev[0, 3]) and not torch.allclose(written[1, 4], prev[1, 4])
+    with pytest.raises(ValueError, match="segment index"):
+        mem.write(prev, keys, values, pad)
+    with pytest.raises(ValueError, match="model.ring_slots needs"):
+        ModelConfig(memory_route="ring", ring_slots=2)
+
+
+@BOTH_READS
+def test_a_model_with_ring_slots_keeps_each_segment_of_a_story_in_its_own_ring_slot(sees_memory):
+    model = tiny(memory_route="segment", ring_slots=3, segment_sees_memory=sees_memory)  # 4 routed + 3 ring
+    seg = [[4, 5, 6, 7, 8, 9], [9, 8, 7, 6, 5, 4], [7, 7, 6, 6, 5, 5]]
+    stories = torch.tensor([[[0] * 6, seg[0], seg[1]], seg])
+    memory = model.read_context(stories, torch.zeros_like(stories))
+    assert memory.shape[1] == 7
+    assert (memory[:, 4:].abs().sum(-1) > 0).tolist() == [[True, True, False], [True, True, True]]
+    if not sees_memory:  # segments read alone: a ring slot holds its segment whatever else the story says
+        assert torch.allclose(memory[0, 4:6], memory[1, 4:6], atol=1e-6)
+
+
 def test_routing_scores_split_into_a_memory_term_and_a_precomputed_token_term():
     """prepare() + shares() (what the write runs) is the routing softmax over (q(c) + slot key) . key."""
     torch.manual_seed(0)
@@ -266,9 +303,10 @@ def test_memory_model_learns_what_only_memory_can_answer():
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("route", ["token", "ring"])
-def test_memory_learns_with_segments_encoded_in_one_batch(route):
-    assert _accuracy_after_training(memory=True, segment_sees_memory=False, memory_route=route) >= 0.9
+@pytest.mark.parametrize("route,ring_slots", [("token", 0), ("ring", 0), ("segment", 2)])
+def test_memory_learns_with_segments_encoded_in_one_batch(route, ring_slots):
+    assert _accuracy_after_training(memory=True, segment_sees_memory=False, memory_route=route,
+                                    ring_slots=ring_slots) >= 0.9
 
 
 def test_rmt_memory_tokens_carry_earlier_segments():

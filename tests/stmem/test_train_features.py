@@ -286,6 +286,23 @@ def test_init_from_carries_shared_tokens_across_tokenizers_and_refuses_another_s
     with pytest.raises(ValueError, match="memory_slots 1 is fewer than"):
         init_from_checkpoint(MemoryQA(model.cfg.model_copy(update={"memory_slots": 1}), v),
                              tmp_path / "first", ds / "tokenizer.json")
+    # Ring slots go behind the routed ones and grow the same way: from a checkpoint without
+    # them, and from one with them into more routed slots, where its ring rows move up.
+    ringed = MemoryQA(ModelConfig(**{**TINY, "memory_route": "segment", "ring_slots": 2}), v)
+    assert init_from_checkpoint(ringed, tmp_path / "first", ds / "tokenizer.json")["fresh"] == []
+    table = ringed.encoder.embeddings.position_embeddings.weight.detach()
+    assert torch.equal(table[:k], saved[:k]) and torch.equal(table[k + 2:], saved[k:])
+    (tmp_path / "ringed").mkdir()
+    save_checkpoint(ringed, tmp_path / "ringed", spacy_model="none")
+    (tmp_path / "ringed" / "tokenizer.json").write_bytes((ds / "tokenizer.json").read_bytes())
+    both = MemoryQA(ModelConfig(**{**TINY, "memory_route": "segment", "memory_slots": k + 1, "ring_slots": 3}), v)
+    init_from_checkpoint(both, tmp_path / "ringed", ds / "tokenizer.json")
+    grown = both.encoder.embeddings.position_embeddings.weight.detach()
+    assert torch.equal(grown[:k], table[:k]) and torch.equal(grown[k + 1:k + 3], table[k:k + 2])
+    assert torch.equal(grown[k + 4:], table[k + 2:])
+    with pytest.raises(ValueError, match="ring_slots 1 is fewer than"):
+        init_from_checkpoint(MemoryQA(ModelConfig(**{**TINY, "memory_route": "segment", "ring_slots": 1}), v),
+                             tmp_path / "ringed", ds / "tokenizer.json")
     cfg = TrainConfig(epochs=1, batch_size=8, progress=False, num_threads=1, init_from=str(tmp_path / "first"))
     with pytest.raises(ValueError, match="does not fit model config"):
         fit(dataset_dir=ds, out_dir=tmp_path / "b", model_cfg=ModelConfig(**{**TINY, "hidden_size": 48}),
