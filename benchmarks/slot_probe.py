@@ -1,7 +1,8 @@
 """What a memory with ring slots holds about each sentence: linear probes.
 
 For a model with ``model.ring_slots`` (a story's t-th sentence is written
-whole to ring slot t), each ring slot is the memory of one sentence. For the
+whole to ring slot t mod ring_slots), each ring slot holds one sentence: the
+last one written there (earlier ones it overwrote are not probed). For the
 sentences of one bAbI task, a logistic regression learns from the slots of
 training stories to read back each word position of the sentence (e.g. for
 qa16's "lily is a frog": the name at word 0, the type at word 3), and is
@@ -31,24 +32,30 @@ from stmem.train import load_examples
 
 
 @torch.no_grad()
-def slot_features(model, examples: list[dict], tokenizer) -> dict[tuple[int, str], tuple[list, list, list]]:
+def slot_features(model, examples: list[dict], tokenizer) -> dict[tuple[int, int], tuple[list, list, list]]:
     """{(word count, word position): (written slots, read slots, words)} over every sentence of every story."""
     routed, ring = model.cfg.memory_slots, model.cfg.ring_slots
     out: dict = defaultdict(lambda: ([], [], []))
+    written = []  # the memory the question read starts from, recorded as it is read (read once, not twice)
+    read_context = model.read_context
+    model.read_context = lambda *a: written.append(read_context(*a)) or written[-1]
     for i in range(0, len(examples), 64):
         chunk = examples[i:i + 64]
         batch = collate(chunk, model.vocab.pad_id, model.vocab.segment_len)
-        written = model.read_context(batch["segments"], batch["segment_entities"])
         read, _ = model.encode_question(batch)  # [memory ; last segment ; question]
+        memory = written.pop()
         for b, e in enumerate(chunk):
             sentences = [tokenizer.decode(list(s)).replace(".", "").split() for s in e["segments"]]
             real = [t for t, s in enumerate(sentences) if s]
-            for n, t in enumerate(real[:ring]):  # the story's n-th sentence is in ring slot n
+            for t in real:
+                if t - real[-1] <= -ring:  # a later segment went to the same ring slot over it
+                    continue
+                slot = routed + (t - real[0]) % ring  # its index in the story (an empty one inside counts), mod K
                 words = sentences[t]
                 for pos, word in enumerate(words):
                     feats = out[(len(words), pos)]
-                    feats[0].append(written[b, routed + n].tolist())
-                    feats[1].append(read[b, routed + n].tolist())
+                    feats[0].append(memory[b, slot].tolist())
+                    feats[1].append(read[b, slot].tolist())
                     feats[2].append(word)
     return out
 
