@@ -205,6 +205,18 @@ class TrainConfig(_Section):
     # the entity from its KG embedding, which is all it has for an entity no
     # training text named. Validation, test and inference see every word.
     entity_word_dropout: float = Field(0.0, ge=0, le=1)
+    # Classes of words that play the same part in the stories (people, places,
+    # objects): in each training example, each class's words that the example's
+    # task uses are permuted at random, in story, question and answer alike, and
+    # each word's KG entity follows it. "Mary went to the kitchen. Where is
+    # Mary? kitchen" may be read as "Sandra went to the garden. Where is Sandra?
+    # garden": the same reasoning over names the model cannot memorise answers
+    # by. Each word must be one token of the dataset's tokenizer. None: off.
+    swap_words: list[list[str]] | None = None
+    # The tasks (the examples' `task`) whose examples are swapped; None: all.
+    # Leave out a task whose answers come from what the words mean, not from
+    # the story (bAbI qa20: "Yann is tired. Where will Yann go? bedroom").
+    swap_tasks: list[str] | None = None
     # Epoch i (from 1) trains on only the newest segment_curriculum[i-1]
     # segments of each story; epochs past the list see all. [1, 2, 4]: epoch 1
     # the last segment, epoch 2 the last 2, epoch 3 the last 4, then all.
@@ -220,6 +232,20 @@ class TrainConfig(_Section):
     # tokenizer (dataset.tokenizer=<dir>/tokenizer.json) and the model config
     # must match it.
     init_from: str | None = None
+
+    @model_validator(mode="after")
+    def _swap_classes(self) -> "TrainConfig":
+        seen: set[str] = set()
+        for i, words in enumerate(self.swap_words or []):
+            if len(words) < 2:
+                raise ValueError(f"train.swap_words[{i}] needs at least two words to swap, got {words}")
+            twice = seen & set(words) or {w for w in words if words.count(w) > 1}
+            if twice:
+                raise ValueError(f"train.swap_words: {sorted(twice)[0]!r} is listed twice")
+            seen |= set(words)
+        if self.swap_tasks is not None and not self.swap_words:
+            raise ValueError("train.swap_tasks is set but train.swap_words is not")
+        return self
 
 
 class RegisterConfig(_Section):

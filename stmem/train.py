@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from stmem.batch import collate, drop_entity_words
+from stmem.batch import WordSwap, collate, drop_entity_words
 from stmem.checkpoint import ENTITY_INDEX, TOKENIZER, init_from_checkpoint, save_checkpoint
 from stmem.config import ConfigError, ModelConfig, TrainConfig, load_config
 from stmem.dataset import UNK, load_tokenizer
@@ -117,6 +117,8 @@ def fit(*, dataset_dir: Path, out_dir: Path, model_cfg: ModelConfig, train_cfg: 
     splits = {s: load_examples(dataset_dir / f"{s}.parquet") for s in ("train", "val", "test")}
     if not splits["train"]:
         raise ValueError(f"{dataset_dir / 'train.parquet'}: no training examples")
+    swap = WordSwap(train_cfg.swap_words, tokenizer, splits["train"], train_cfg.swap_tasks) \
+        if train_cfg.swap_words else None
 
     entity_embeddings = None
     if model_cfg.kg_fusion:
@@ -185,7 +187,10 @@ def fit(*, dataset_dir: Path, out_dir: Path, model_cfg: ModelConfig, train_cfg: 
         for step in bar:
             batches = []
             for i in range(step * accum * bs, min((step + 1) * accum * bs, len(mine)), bs):
-                batch = collate([splits["train"][j] for j in mine[i:i + bs]], vocab.pad_id, vocab.segment_len)
+                examples = [splits["train"][j] for j in mine[i:i + bs]]
+                batch = collate(examples, vocab.pad_id, vocab.segment_len)
+                if swap is not None:
+                    batch = swap(batch, [e["task"] for e in examples])
                 if keep:  # stories are right-aligned: the last columns are the newest segments
                     batch["segments"] = batch["segments"][:, -keep:]
                     batch["segment_entities"] = batch["segment_entities"][:, -keep:]

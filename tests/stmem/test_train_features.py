@@ -1,4 +1,4 @@
-"""Training options: accumulation, truncated BPTT, segment curriculum, precision, compile, exact resume."""
+"""Training options: accumulation, truncated BPTT, segment curriculum, precision, compile, exact resume, word swap."""
 import dataclasses
 import json
 import math
@@ -125,7 +125,8 @@ def test_bf16_on_cpu_is_an_error_naming_the_option(ds, tmp_path):
 
 @pytest.mark.parametrize("interrupt_at", [9, 11])  # after the checkpoint closing epoch 1; mid epoch 2
 def test_resume_is_bit_identical(ds, tmp_path, interrupt_at):
-    opts = dict(epochs=2, batch_size=4, grad_accum_steps=2, segment_curriculum=[2], checkpoint_every=2)
+    opts = dict(epochs=2, batch_size=4, grad_accum_steps=2, segment_curriculum=[2], checkpoint_every=2,
+                swap_words=[["kitchen", "garden", "office"]])  # draws from the RNG the checkpoint keeps
     train(ds, tmp_path / "a", **opts)  # 8 optimizer steps an epoch, dropout on
     with pytest.raises(Stop):
         train(ds, tmp_path / "b", on_step=stop_at(interrupt_at), **opts)
@@ -197,6 +198,34 @@ def test_entity_word_dropout_reaches_training_batches_only(ds, tmp_path, monkeyp
     linked = [(b["segments"], b["segment_entities"] > 0) for b in seen]
     assert sum(int(m.sum()) for _, m in linked) > 100
     assert all(ids[m].eq(1).all() for ids, m in linked)  # 1 = [UNK] in the trained WordPiece
+
+
+def test_word_swap_renames_places_in_training_batches_only(ds, tmp_path, monkeypatch):
+    places = ["kitchen", "garden", "office", "bathroom", "bedroom", "hallway", "cellar", "garage"]  # the demo's
+    tok = load_tokenizer(ds / "tokenizer.json")
+    place_ids = {tok.token_to_id(p) for p in places}
+    runs = {}
+    for name, kw in (("plain", {}), ("swap", {"swap_words": [places]})):
+        seen = runs[name] = []
+        forward = MemoryQA.forward
+
+        def record(self, batch, seen=seen, forward=forward):
+            seen.append(batch)
+            return forward(self, batch)
+        monkeypatch.setattr(MemoryQA, "forward", record)
+        train(ds, tmp_path / name, **kw)
+        monkeypatch.undo()
+    # 8 training steps, then the validation loss: the same examples in the same
+    # order (the shuffler is its own generator); validation is not swapped
+    assert len(runs["plain"]) == len(runs["swap"]) == 9
+    assert all(torch.equal(runs["plain"][-1][k], runs["swap"][-1][k]) for k in runs["plain"][-1])
+    changed = 0
+    for a, b in zip(runs["plain"][:-1], runs["swap"][:-1]):
+        for key in ("segments", "question", "answer_ids"):
+            differ = a[key] != b[key]
+            changed += int(differ.sum())
+            assert all(int(x) in place_ids for x in a[key][differ]) and all(int(x) in place_ids for x in b[key][differ])
+    assert changed > 100
 
 
 def test_init_from_starts_at_the_trained_weights(ds, tmp_path, monkeypatch):
