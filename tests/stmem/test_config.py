@@ -1,7 +1,7 @@
 import pytest
 
 from stmem.config import ConfigError, load_config
-from tests.conftest import TINY_CONFIG
+from tests.conftest import REPO, TINY_CONFIG
 
 
 def test_defaults_and_overrides():
@@ -15,6 +15,11 @@ def test_yaml_file_is_read():
     assert cfg.run.name == "tiny" and cfg.model.hidden_size == 32
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "conf").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path):
+    load_config(path)
+
+
 @pytest.mark.parametrize("override, words", [
     ("train.epochz=3", ["unknown config key", "train.epochz"]),
     ("nosuchsection.x=1", ["unknown config key", "nosuchsection"]),
@@ -24,6 +29,8 @@ def test_yaml_file_is_read():
     ("model.hidden_size=30", ["divisible"]),
     ("corpus.format=babi", ["corpus.path"]),
     ("epochs", ["key=value"]),
+    ("train.swap_words=[[mary]]", ["train.swap_words[0]", "two words"]),
+    ("train.swap_tasks=[qa1]", ["train.swap_tasks", "train.swap_words"]),
 ])
 def test_bad_values_name_the_key(override, words):
     with pytest.raises(ConfigError) as err:
