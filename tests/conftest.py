@@ -41,8 +41,11 @@ def babi_dir() -> Path:
     return d
 
 
-def make_dataset(d: Path) -> Path:
-    """A tiny demo dataset in d/ds: 60 training examples of a few segments, no entities."""
+def make_dataset(d: Path, tokenizer: str | None = None) -> Path:
+    """A tiny demo dataset in d/ds: 60 training examples of a few segments, no entities.
+
+    ``tokenizer``: a pretrained tokenizer directory; None trains a WordPiece on the stories.
+    """
     from stmem.corpus import generate_demo, write_corpus
     from stmem.dataset import build_dataset
 
@@ -55,5 +58,6 @@ def make_dataset(d: Path) -> Path:
     pq.write_table(pa.table({"entity": empty, "row": pa.array([], pa.int32())}), d / "entity_index.parquet")
     (d / "ds").mkdir()
     build_dataset(corpus_path=d / "corpus.parquet", mentions_path=d / "mentions.parquet",
-                  entity_index_path=d / "entity_index.parquet", out_dir=d / "ds", segment_len=12, max_segments=4)
+                  entity_index_path=d / "entity_index.parquet", out_dir=d / "ds", segment_len=12, max_segments=4,
+                  tokenizer=tokenizer)
     return d / "ds"

