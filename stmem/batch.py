@@ -62,8 +62,8 @@ class WordSwap:
     change. A class is permuted among the words that the example's task uses in
     its training examples, so a task keeps its own vocabulary (qa1's people are
     not renamed to qa16's). Each word's usual KG entity in that task follows
-    it: every token linked to the old word's entity is linked to the new one's. ``tasks``: only examples of these
-    tasks are swapped (None: all).
+    it: every token linked to the old word's entity is linked to the new
+    one's. ``tasks``: only examples of these tasks are swapped (None: all).
     """
 
     def __init__(self, classes: list[list[str]], tokenizer: Tokenizer, train_examples: list[dict],
