@@ -101,7 +101,7 @@ class WordSwap:
             self.entity_of[task] = torch.zeros(self.vocab, dtype=torch.long)
             for t, counts in linked[task].items():
                 self.entity_of[task][t] = counts.most_common(1)[0][0]
-        self.entities = 1 + max([0] + [int(x) for e in self.entity_of.values() for x in e]
+        self.entities = 1 + max([0] + [int(e.max()) for e in self.entity_of.values()]
                                 + [x for e in train_examples for row in e["segment_entities"] for x in row]
                                 + [x for e in train_examples for x in e["question_entities"]])
 
