@@ -52,11 +52,12 @@ def main() -> int:
     torch.set_num_threads(1)
     model, _ = load_checkpoint(args.model_dir)
     tokenizer = load_tokenizer(args.model_dir / "tokenizer.json")
-    examples = [e for e in load_examples(args.dataset_dir / f"{args.split}.parquet")
-                if not args.tasks or e["task"] in args.tasks]
+    train = load_examples(args.dataset_dir / "train.parquet")  # the baseline's answer vocabulary
+    split = train if args.split == "train" else load_examples(args.dataset_dir / f"{args.split}.parquet")
+    examples = [e for e in split if not args.tasks or e["task"] in args.tasks]
     if not examples:
         raise SystemExit(f"{args.dataset_dir / (args.split + '.parquet')}: no questions of tasks {args.tasks}")
-    baseline = recency_answers(examples, load_examples(args.dataset_dir / "train.parquet"), tokenizer)
+    baseline = recency_answers(examples, train, tokenizer)
     predicted = predict_answers(model, examples, tokenizer, batch_size=64, device=torch.device("cpu"))
     rows: dict[str, Counter] = defaultdict(Counter)
     for e, b, p in zip(examples, baseline, predicted):

@@ -78,9 +78,11 @@ class WordSwap:
                                      f"(it reads {enc.tokens}); only single-token words can be swapped")
                 row.append(enc.ids[0])
             ids.append(row)
-        used: dict[str, set[int]] = {}
-        linked: dict[str, dict[int, Counter]] = {}
+        used: dict[str, set[int]] = {}  # per swapped task: the token ids its training examples use
+        linked: dict[str, dict[int, Counter]] = {}  # per swapped task: token id -> its entity ids
+        top_entity = 0  # the table must map every entity id a batch holds, of any task
         for e in train_examples:
+            top_entity = max([top_entity, *e["question_entities"], *(x for row in e["segment_entities"] for x in row)])
             if tasks is not None and e["task"] not in tasks:
                 continue
             words, links = used.setdefault(e["task"], set()), linked.setdefault(e["task"], {})
@@ -90,7 +92,11 @@ class WordSwap:
                     if x:
                         links.setdefault(t, Counter())[x] += 1
             words.update(e["answer_ids"])
-        self.vocab = max([tokenizer.get_vocab_size()] + [1 + t for words in used.values() for t in words])
+        missing = sorted(set(tasks or []) - set(used))
+        if missing:
+            raise ValueError(f"train.swap_tasks: {missing[0]!r} has no training examples (tasks: {sorted(used)})")
+        self.vocab = tokenizer.get_vocab_size()
+        self.entities = top_entity + 1
         # per task: the classes with at least two words to permute there, and
         # each word's usual entity id there (0: none)
         self.members: dict[str, list[torch.Tensor]] = {}
@@ -101,9 +107,6 @@ class WordSwap:
             self.entity_of[task] = torch.zeros(self.vocab, dtype=torch.long)
             for t, counts in linked[task].items():
                 self.entity_of[task][t] = counts.most_common(1)[0][0]
-        self.entities = 1 + max([0] + [int(e.max()) for e in self.entity_of.values()]
-                                + [x for e in train_examples for row in e["segment_entities"] for x in row]
-                                + [x for e in train_examples for x in e["question_entities"]])
 
     def __call__(self, batch: dict[str, torch.Tensor], tasks: list[str]) -> dict[str, torch.Tensor]:
         B = len(tasks)

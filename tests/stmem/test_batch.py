@@ -87,10 +87,12 @@ def test_word_swap_renames_story_question_answer_and_entities_alike():
     assert firsts == {(p, q) for p in ("mary", "john") for q in ("kitchen", "garden")}  # classes drawn apart
 
 
-def test_word_swap_refuses_words_the_tokenizer_splits():
+def test_word_swap_refuses_split_words_unknown_tasks_and_bad_classes():
     tok, examples, _ = _swap_world()
     with pytest.raises(ValueError, match=r"train.swap_words: 'sandrine' is not one token"):
         WordSwap([["mary", "sandrine"]], tok, examples)
+    with pytest.raises(ValueError, match=r"train.swap_tasks: 'qa21' has no training examples"):
+        WordSwap([["mary", "john"]], tok, examples, tasks=["a", "qa21"])
     with pytest.raises(ValueError, match=r"train.swap_words: 'mary' is listed twice"):
         TrainConfig(swap_words=[["mary", "john"], ["mary", "kitchen"]])
     with pytest.raises(ValueError, match=r"train.swap_words\[0\] needs at least two words"):
