@@ -23,7 +23,7 @@ from safetensors.numpy import load_file
 from sklearn.linear_model import LogisticRegression
 
 from stmem.config import load_config
-from stmem.corpus.countries import load_countries_kg, split_countries
+from corpora.countries import load_countries_kg, split_countries
 from stmem.layout import RunLayout
 
 

@@ -2,7 +2,7 @@
 
 Takes a model trained by a run (``corpus.format: babilong`` or plain bAbI)
 and evaluates it on the same bAbI test stories padded with distractor
-sentences (stmem/corpus/babilong.py) so that the context before each story's
+sentences (corpora/babilong.py) so that the context before each story's
 last question is 1x, 4x, 16x, 64x ... the segment length. Each length's
 corpus goes through the library's own extract and dataset steps, with the
 run's tokenizer and entity index, so the model sees exactly the encoding it
@@ -26,7 +26,7 @@ import torch
 from kg_pipeline.extract import extract
 from stmem.checkpoint import load_checkpoint
 from stmem.config import load_config
-from stmem.corpus import add_distractors, read_babi, write_corpus
+from corpora import add_distractors, read_babi, write_corpus
 from stmem.dataset import build_dataset, load_tokenizer
 from stmem.evaluate import exact_match
 from stmem.layout import RunLayout
@@ -49,7 +49,7 @@ def main() -> int:
     model, _ = load_checkpoint(model_dir, device)
     tokenizer = load_tokenizer(model_dir / "tokenizer.json")
     entity_index = layout.stage_dir("kg") / "entity_index.parquet"
-    words_per_segment = cfg.corpus.babilong.segment_len
+    words_per_segment = cfg.corpus.babilong.unit_words
     test = [s for s in read_babi(cfg.corpus.path, cfg.corpus.tasks, val_fraction=cfg.corpus.val_fraction,
                                  seed=cfg.run.seed) if s.split == "test"]
     rows = []
@@ -57,7 +57,7 @@ def main() -> int:
         started = time.time()
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            stories = add_distractors(test, segment_len=words_per_segment, factor=factor, seed=cfg.corpus.babilong.seed)
+            stories = add_distractors(test, unit_words=words_per_segment, factor=factor, seed=cfg.corpus.babilong.seed)
             write_corpus(stories, tmp / "corpus.parquet")
             extract(corpus_path=tmp / "corpus.parquet", out_dir=tmp, spacy_model=cfg.extract.spacy_model)
             # Room for every segment of the longest context: nothing is dropped.

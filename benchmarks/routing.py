@@ -25,7 +25,7 @@ import torch
 
 from stmem.batch import collate
 from stmem.dataset import decode_answer
-from stmem.inference import Predictor
+from serving.inference import Predictor
 
 
 def main() -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 import flows  # noqa: F401  (offline and no-telemetry defaults before anything else loads)
 from stmem.artifacts import MissingArtifactError
 from stmem.config import ConfigError, load_config
-from stmem.corpus import CorpusError
+from corpora import CorpusError
 from stmem.layout import STAGES, RunLayout
 
 EXPECTED_ERRORS = (ConfigError, CorpusError, MissingArtifactError, FileNotFoundError, ValueError)
@@ -66,7 +66,7 @@ def _predict(args: argparse.Namespace) -> int:
     import mlflow
     import pandas as pd
 
-    from stmem.registry import default_tracking_uri
+    from serving.registry import default_tracking_uri
 
     cfg = load_config(args.config, args.overrides)
     if not args.context.is_file():

@@ -1,5 +1,5 @@
 from stmem.config import Config
-from stmem.corpus import ingest
+from corpora import ingest
 from tasks.stage import run_stage, stage_task
 
 

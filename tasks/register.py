@@ -3,7 +3,7 @@ from pathlib import Path
 
 from stmem.config import Config
 from stmem.layout import RunLayout
-from stmem.registry import default_tracking_uri, register_model
+from serving.registry import default_tracking_uri, register_model
 from tasks.stage import run_stage, stage_task
 
 

@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from kg_pipeline import KGInputError
 from stmem.artifacts import MissingArtifactError, require, stage_output
 from stmem.config import Config, ConfigError
-from stmem.corpus import CorpusError
+from corpora import CorpusError
 from stmem.layout import RunLayout
 
 # Retrying cannot fix bad input; it only repeats the same error.

@@ -14,7 +14,5 @@ def train_task(cfg: Config, dataset_dir: str, kg_dir: str) -> str:
     if cfg.train.init_from:  # fine-tuning: the starting model is an input too, hashed in the manifest
         for f in ("model.safetensors", "model_config.json", "tokenizer.json"):  # its tokens map by string
             inputs[Path(cfg.train.init_from) / f] = "train"
-    return run_stage(cfg, "train", inputs=inputs, sections=("model", "train", "run"),
-                     work=lambda out: fit(dataset_dir=ds, kg_dir=kg, out_dir=out, model_cfg=cfg.model,
-                                          train_cfg=cfg.train, spacy_model=cfg.extract.spacy_model,
-                                          seed=cfg.run.seed))
+    return run_stage(cfg, "train", inputs=inputs, sections=("model", "train", "run", "corpus"),
+                     work=lambda out: fit(cfg, dataset_dir=ds, kg_dir=kg, out_dir=out))

@@ -46,7 +46,7 @@ def make_dataset(d: Path, tokenizer: str | None = None) -> Path:
 
     ``tokenizer``: a pretrained tokenizer directory; None trains a WordPiece on the stories.
     """
-    from stmem.corpus import generate_demo, write_corpus
+    from corpora import generate_demo, write_corpus
     from stmem.dataset import build_dataset
 
     write_corpus(generate_demo(train_stories=30, val_stories=4, test_stories=6, sentences_per_story=10,
@@ -61,3 +61,16 @@ def make_dataset(d: Path, tokenizer: str | None = None) -> Path:
                   entity_index_path=d / "entity_index.parquet", out_dir=d / "ds", segment_len=12, max_segments=4,
                   tokenizer=tokenizer)
     return d / "ds"
+
+
+TINY_MODEL = {"backbone": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
+              "memory": {"type": "routed", "slots": 2}, "kg_fusion": False}
+
+
+def tiny_config(model: dict | None = None, corpus: dict | None = None, seed: int = 1, **train):
+    """A Config with a tiny model and the given train settings, for training in tests."""
+    from stmem.config import Config
+
+    return Config.model_validate({
+        "run": {"seed": seed}, "corpus": corpus or {}, "model": {**TINY_MODEL, **(model or {})},
+        "train": {"epochs": 1, "batch_size": 8, "device": "cpu", "progress": False, "num_threads": 1, **train}})

@@ -6,7 +6,7 @@ import pytest
 
 from kg_pipeline import KGInputError, MentionExtractor, Triple, canonical_entity, extract
 from kg_pipeline.extract import MENTIONS_SCHEMA, TRIPLES_SCHEMA
-from stmem.corpus import Story, write_corpus
+from corpora import Story, write_corpus
 
 
 @pytest.fixture(scope="module")

@@ -5,17 +5,20 @@ from tests.conftest import REPO, TINY_CONFIG
 
 
 def test_defaults_and_overrides():
-    cfg = load_config(None, ["train.epochs=3", "model.memory=false", "kg.model_kwargs={embedding_dim: 4}"])
-    assert cfg.train.epochs == 3 and cfg.model.memory is False
+    cfg = load_config(None, ["train.epochs=3", "model.memory={type: none}", "kg.model_kwargs={embedding_dim: 4}"])
+    assert cfg.train.epochs == 3 and cfg.model.memory.type == "none" and cfg.model.slots == 0
     assert cfg.kg.model_kwargs == {"embedding_dim": 4}
+    # a memory setting without a type is the routed memory's
+    cfg = load_config(None, ["model.memory.slots=16", "model.memory.route=segment"])
+    assert cfg.model.memory.type == "routed" and cfg.model.slots == 16 and cfg.model.memory.route == "segment"
 
 
 def test_yaml_file_is_read():
     cfg = load_config(TINY_CONFIG)
-    assert cfg.run.name == "tiny" and cfg.model.hidden_size == 32
+    assert cfg.run.name == "tiny" and cfg.model.backbone.hidden_size == 32
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "conf").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((REPO / "conf").rglob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_is_valid(path):
     load_config(path)
 
@@ -26,11 +29,15 @@ def test_every_shipped_config_is_valid(path):
     ("train.epochs=abc", ["train.epochs", "integer"]),
     ("train.epochs='5'", ["train.epochs", "integer"]),  # strict: a string is not an int
     ("train.device=tpu", ["train.device"]),
-    ("model.hidden_size=30", ["divisible"]),
+    ("model.backbone.hidden_size=30", ["divisible"]),
+    ("model.memory.type=gated", ["model.memory", "routed"]),
+    ("model.memory={type: tokens, route: segment}", ["unknown config key", "model.memory.route"]),
+    ("model.memory_slots=8", ["unknown config key", "model.memory_slots"]),
     ("corpus.format=babi", ["corpus.path"]),
     ("epochs", ["key=value"]),
-    ("train.swap_words=[[mary]]", ["train.swap_words[0]", "two words"]),
-    ("train.swap_tasks=[qa1]", ["train.swap_tasks", "train.swap_words"]),
+    ("corpus.word_classes=[[mary]]", ["corpus.word_classes[0]", "two words"]),
+    ("corpus.word_class_tasks=[qa1]", ["corpus.word_class_tasks", "corpus.word_classes"]),
+    ("train.swap_words=true", ["train.swap_words", "corpus.word_classes"]),
 ])
 def test_bad_values_name_the_key(override, words):
     with pytest.raises(ConfigError) as err:
@@ -61,3 +68,21 @@ def test_section_hash_tracks_only_named_sections():
     a, b = load_config(None), load_config(None, ["train.epochs=1"])
     assert a.section_hash("dataset") == b.section_hash("dataset")
     assert a.section_hash("train") != b.section_hash("train")
+
+
+def test_a_config_extends_its_base_key_by_key(tmp_path):
+    (tmp_path / "base.yaml").write_text("run: {name: base, seed: 3}\nmodel:\n  backbone: {hidden_size: 64, num_heads: 4}\n"
+                                        "  memory: {type: routed, slots: 8}\ntrain: {epochs: 5}\n")
+    (tmp_path / "mid.yaml").write_text("extends: base.yaml\nmodel: {memory: {route: segment}}\n")
+    (tmp_path / "top.yaml").write_text("extends: mid.yaml\nrun: {name: top}\ntrain: {epochs: 2}\n")
+    cfg = load_config(tmp_path / "top.yaml", ["train.lr=0.01"])
+    assert (cfg.run.name, cfg.run.seed) == ("top", 3)  # the file's own keys win, the base's others stay
+    assert cfg.model.backbone.hidden_size == 64 and cfg.model.slots == 8 and cfg.model.memory.route == "segment"
+    assert (cfg.train.epochs, cfg.train.lr) == (2, 0.01)
+    (tmp_path / "loop.yaml").write_text("extends: loop2.yaml\n")
+    (tmp_path / "loop2.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "orphan.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(ConfigError, match=r"missing\.yaml: config file not found"):
+        load_config(tmp_path / "orphan.yaml")

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stmem.corpus import CorpusError, Story, write_corpus
+from corpora import CorpusError, Story, write_corpus
 from stmem.dataset import (EXAMPLE_SCHEMA, build_dataset, decode_answer, load_tokenizer, normalize_answer,
                            segment, train_tokenizer)
 

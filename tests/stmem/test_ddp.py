@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from tests.conftest import make_dataset
 
 REPO = Path(__file__).resolve().parents[2]
-SETTINGS = ["model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=64",
-            "model.memory_slots=2", "model.kg_fusion=false", "train.epochs=2", "train.batch_size=4",
+SETTINGS = ["model.backbone={hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64}",
+            "model.memory.slots=2", "model.kg_fusion=false", "train.epochs=2", "train.batch_size=4",
             "train.grad_accum_steps=2", "train.device=cpu", "train.num_threads=1", "train.progress=false",
             "train.checkpoint_every=4", "run.seed=1"]
 
@@ -42,9 +42,12 @@ def test_torchrun_two_ranks_trains_checkpoints_and_resumes(tmp_path):
             "optimizer.safetensors", "state.json"} <= {p.name for p in ckpt.iterdir()}
     assert json.loads(run.stdout[run.stdout.index("{"):])["epochs_run"] == 2  # only rank 0 printed the summary
 
-    # Resuming from the last step re-runs the final evaluation only, each rank from its own RNG file.
-    before = load_file(out / "model.safetensors")
+    # Resuming from the last step re-runs the final evaluation only, each rank from its own RNG file:
+    # the model written is the checkpoint's best weights, here marked so that no training run would make them.
+    best = load_file(ckpt / "best.safetensors")
+    best["out_norm.weight"] = best["out_norm.weight"] + 1.0
+    save_file(best, str(ckpt / "best.safetensors"))
     run = torchrun(ds, out, "--resume")
     assert run.returncode == 0, run.stderr[-3000:]
     after = load_file(out / "model.safetensors")
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(torch.equal(best[k], after[k]) for k in best)

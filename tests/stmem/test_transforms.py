@@ -1,9 +1,11 @@
-"""Batches: padding layout and the training-time augmentations (entity word dropout, word swap)."""
+"""Batches: padding layout, and the training-batch transforms (curriculum, entity word dropout, word swap)."""
 import pytest
 import torch
 
-from stmem.batch import WordSwap, collate, drop_entity_words
-from stmem.config import TrainConfig
+from corpora.config import CorpusConfig
+from stmem.batch import collate
+from stmem.config import ConfigError, load_config
+from stmem.transforms import EntityWordDropout, SegmentCurriculum, WordSwap
 from stmem.dataset import train_tokenizer
 
 
@@ -22,17 +24,17 @@ def test_collate_right_aligns_stories():
 
 def test_entity_word_dropout_replaces_only_linked_tokens():
     b = _batch()
-    all_out = drop_entity_words(b, 1.0, unk_id=1)
+    all_out = EntityWordDropout(1.0, unk_id=1)(b, tasks=[], epoch=1)
     linked = b["segment_entities"] > 0
     assert all_out["segments"][linked].eq(1).all()
     assert torch.equal(all_out["segments"][~linked], b["segments"][~linked])
     assert all_out["question"].tolist() == [[10, 1], [10, 0]]
     # entity ids stay: the KG embedding is what the model reads instead
     assert torch.equal(all_out["segment_entities"], b["segment_entities"])
-    none_out = drop_entity_words(b, 0.0, unk_id=1)
+    none_out = EntityWordDropout(0.0, unk_id=1)(b, tasks=[], epoch=1)
     assert torch.equal(none_out["segments"], b["segments"]) and torch.equal(none_out["question"], b["question"])
     torch.manual_seed(0)
-    half = [drop_entity_words(b, 0.5, unk_id=1)["segments"][linked].eq(1).float().mean().item() for _ in range(200)]
+    half = [EntityWordDropout(0.5, unk_id=1)(b, tasks=[], epoch=1)["segments"][linked].eq(1).float().mean().item() for _ in range(200)]
     assert 0.4 < sum(half) / len(half) < 0.6
 
 
@@ -67,7 +69,7 @@ def test_word_swap_renames_story_question_answer_and_entities_alike():
     torch.manual_seed(0)
     firsts = set()
     for _ in range(40):
-        out = swap(batch, ["a", "b", "c"])
+        out = swap(batch, tasks=["a", "b", "c"], epoch=1)
         story = [" ".join(tok.id_to_token(i) for i in s.tolist() if i) for s in out["segments"][0]]
         person, place = story[0].split()[0], story[0].split()[-2]
         firsts.add((person, place))
@@ -89,11 +91,22 @@ def test_word_swap_renames_story_question_answer_and_entities_alike():
 
 def test_word_swap_refuses_split_words_unknown_tasks_and_bad_classes():
     tok, examples, _ = _swap_world()
-    with pytest.raises(ValueError, match=r"train.swap_words: 'sandrine' is not one token"):
+    with pytest.raises(ValueError, match=r"corpus.word_classes: 'sandrine' is not one token"):
         WordSwap([["mary", "sandrine"]], tok, examples)
-    with pytest.raises(ValueError, match=r"train.swap_tasks: 'qa21' has no training examples"):
+    with pytest.raises(ValueError, match=r"corpus.word_class_tasks: 'qa21' has no training examples"):
         WordSwap([["mary", "john"]], tok, examples, tasks=["a", "qa21"])
-    with pytest.raises(ValueError, match=r"train.swap_words: 'mary' is listed twice"):
-        TrainConfig(swap_words=[["mary", "john"], ["mary", "kitchen"]])
-    with pytest.raises(ValueError, match=r"train.swap_words\[0\] needs at least two words"):
-        TrainConfig(swap_words=[["mary"]])
+    with pytest.raises(ValueError, match=r"corpus.word_classes: 'mary' is listed twice"):
+        CorpusConfig(word_classes=[["mary", "john"], ["mary", "kitchen"]])
+    with pytest.raises(ValueError, match=r"corpus.word_classes\[0\] needs at least two words"):
+        CorpusConfig(word_classes=[["mary"]])
+    with pytest.raises(ConfigError, match="train.swap_words is true but corpus.word_classes is empty"):
+        load_config(None, ["train.swap_words=true"])
+
+
+def test_segment_curriculum_keeps_the_newest_segments_in_its_epochs_only():
+    b = collate([{"segments": [[5], [6], [7]], "segment_entities": [[0], [0], [1]], "question": [9],
+                  "question_entities": [0], "answer_ids": [3]}], 0, 1)
+    curriculum = SegmentCurriculum([1, 2])
+    assert curriculum(b, tasks=["x"], epoch=1)["segments"].tolist() == [[[7]]]
+    assert curriculum(b, tasks=["x"], epoch=2)["segment_entities"].tolist() == [[[0], [1]]]
+    assert curriculum(b, tasks=["x"], epoch=3) is b

@@ -54,7 +54,7 @@ class StmemQAModel(mlflow.pyfunc.PythonModel):
     """Answers questions about a story with a stmem checkpoint."""
 
     def load_context(self, context) -> None:
-        from stmem.inference import Predictor  # torch is imported only when the model loads
+        from serving.inference import Predictor  # torch is imported only when the model loads
 
         self.predictor = Predictor(context.artifacts["checkpoint"], device="cpu")
 

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stmem.config import CorpusConfig
-from stmem.corpus.babi import read_babi
-from stmem.corpus.babilong import add_distractors
-from stmem.corpus.countries import generate_countries_stories
-from stmem.corpus.demo import generate_demo
-from stmem.corpus.schema import write_corpus
+from corpora.config import CorpusConfig
+from corpora.babi import read_babi
+from corpora.babilong import add_distractors
+from corpora.countries import generate_countries_stories
+from corpora.demo import generate_demo
+from corpora.schema import write_corpus
 
 
 def ingest(cfg: CorpusConfig, out_path: Path, *, seed: int = 0) -> dict:

@@ -3,8 +3,8 @@ import hashlib
 import pyarrow.parquet as pq
 import pytest
 
-from stmem.corpus import CORPUS_SCHEMA, CorpusError, generate_demo, read_babi, read_corpus, write_corpus
-from stmem.corpus.babi import parse_babi_file
+from corpora import CORPUS_SCHEMA, CorpusError, generate_demo, read_babi, read_corpus, write_corpus
+from corpora.babi import parse_babi_file
 
 DEMO = dict(train_stories=20, val_stories=3, test_stories=5, sentences_per_story=24, questions_per_story=4, seed=7)
 

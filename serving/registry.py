@@ -1,9 +1,9 @@
 """Register a trained checkpoint in MLflow and keep the champion alias.
 
-The model is logged as a pyfunc *from code* (``stmem/pyfunc_model.py``) with
+The model is logged as a pyfunc *from code* (``serving/pyfunc_model.py``) with
 the checkpoint directory as an artifact, so the model directory holds
 safetensors/JSON files and source code only, never a pickled module. The
-``stmem`` and ``kg_pipeline`` packages are bundled as code paths, so a
+``serving``, ``stmem``, ``corpora`` and ``kg_pipeline`` packages are bundled as code paths, so a
 registered version always serves with the code it was registered with.
 
 Aliases: every new version gets ``challenger``; it is promoted to
@@ -210,14 +210,13 @@ def register_model(*, checkpoint_dir: Path, tracking_uri: str, experiment: str, 
         config = _stage_checkpoint(checkpoint_dir, ckpt)
         # Fail loudly on a checkpoint that cannot answer: MLflow's own check of
         # the input example at log time only warns.
-        from stmem.inference import Predictor
+        from serving.inference import Predictor
 
         Predictor(ckpt).answer([_INPUT_EXAMPLE["context"]], [_INPUT_EXAMPLE["question"]])
         fusion = (ckpt / ENTITY_INDEX).is_file()
-        code_paths = [str(Path(__file__).parent)]
-        kg = Path(__file__).parent.parent / "kg_pipeline"
-        if kg.is_dir():
-            code_paths.append(str(kg))
+        # the serving layer and the libraries under it
+        root = Path(__file__).resolve().parent.parent
+        code_paths = [str(root / pkg) for pkg in ("serving", "stmem", "corpora", "kg_pipeline")]
 
         with mlflow.start_run(experiment_id=experiment_id) as run:
             run_id = run.info.run_id

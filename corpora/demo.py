@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from stmem.corpus.schema import Story
+from corpora.schema import Story
 
 PEOPLE = ["Mary", "John", "Sandra", "Daniel", "Emma", "Oliver", "Sophia", "Liam"]
 PLACES = ["kitchen", "garden", "office", "bathroom", "bedroom", "hallway", "cellar", "garage"]

@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from stmem.corpus.schema import CorpusError, Story
+from corpora.schema import CorpusError, Story
 
 PEOPLE = ["Mary", "John", "Sandra", "Daniel", "Emma", "Oliver", "Sophia", "Liam"]
 MOVES = ["travelled to", "flew to", "moved to", "went to", "journeyed to"]

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from stmem.config import ConfigError, load_config
-from stmem.corpus import add_distractors, generate_countries_stories, ingest, majority_rate, read_babi, read_corpus
-from stmem.corpus.babilong import DISTRACTORS, context_words
-from stmem.corpus.countries import load_countries_kg, natural_name, split_countries
+from corpora import add_distractors, generate_countries_stories, ingest, majority_rate, read_babi, read_corpus
+from corpora.babilong import DISTRACTORS, context_words
+from corpora.countries import load_countries_kg, natural_name, split_countries
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 BANK = set(DISTRACTORS)
@@ -41,7 +41,7 @@ def _own(sentences):
 
 
 def test_distractors_keep_facts_order_questions_and_support(babi_stories):
-    padded = add_distractors(babi_stories, segment_len=24, factor=16, seed=3)
+    padded = add_distractors(babi_stories, unit_words=24, factor=16, seed=3)
     assert len(padded) == len(babi_stories)
     for old, new in zip(babi_stories, padded):
         assert new.story_id == old.story_id + "@x16" and new.task == old.task and new.split == old.split
@@ -58,7 +58,7 @@ def test_distractors_keep_facts_order_questions_and_support(babi_stories):
 
 @pytest.mark.parametrize("factor", [1, 4, 16])
 def test_context_length_grows_by_factor(babi_stories, factor):
-    padded = add_distractors(babi_stories, segment_len=24, factor=factor, seed=0)
+    padded = add_distractors(babi_stories, unit_words=24, factor=factor, seed=0)
     target = factor * 24
     half_sentence = max(len(d.split()) for d in DISTRACTORS) / 2
     for old, new in zip(babi_stories, padded):
@@ -87,12 +87,12 @@ def test_distractors_never_use_babi_words(babi_en):
 
 
 def test_distractors_are_deterministic_per_seed(babi_stories):
-    a = add_distractors(babi_stories[:10], segment_len=24, factor=4, seed=1)
-    b = add_distractors(babi_stories[:10], segment_len=24, factor=4, seed=1)
-    c = add_distractors(babi_stories[:10], segment_len=24, factor=4, seed=2)
+    a = add_distractors(babi_stories[:10], unit_words=24, factor=4, seed=1)
+    b = add_distractors(babi_stories[:10], unit_words=24, factor=4, seed=1)
+    c = add_distractors(babi_stories[:10], unit_words=24, factor=4, seed=2)
     assert a == b and a != c
     # a story's padding does not depend on which other stories are padded with it
-    assert add_distractors(babi_stories[3:4], segment_len=24, factor=4, seed=1) == a[3:4]
+    assert add_distractors(babi_stories[3:4], unit_words=24, factor=4, seed=1) == a[3:4]
 
 
 COUNTRIES = dict(train_stories=60, val_stories=10, test_stories=40, sentences_per_story=12,
@@ -181,7 +181,7 @@ def test_formats_need_a_path(fmt):
 
 def test_ingest_writes_both_formats(tmp_path, babi_en, countries_dir):
     cfg = load_config(None, ["corpus.format=babilong", f"corpus.path={babi_en}", "corpus.tasks=[qa1]",
-                             "corpus.babilong.factor=4", "corpus.babilong.segment_len=24"])
+                             "corpus.babilong.factor=4", "corpus.babilong.unit_words=24"])
     counts = ingest(cfg.corpus, tmp_path / "b.parquet")
     stories = read_corpus(tmp_path / "b.parquet")
     assert counts["stories"] == len(stories) and all(s.story_id.endswith("@x4") for s in stories)

@@ -42,7 +42,8 @@ def _make_checkpoint(out: Path) -> Path:
 
     torch.manual_seed(0)
     tok = train_tokenizer(SENTENCES * 3, vocab_size=60)
-    cfg = ModelConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, memory_slots=2, kg_fusion=False)
+    cfg = ModelConfig(backbone={"hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32},
+                      memory={"type": "routed", "slots": 2}, kg_fusion=False)
     vocab = Vocab(vocab_size=tok.get_vocab_size(), pad_id=tok.token_to_id("[PAD]"), bos_id=tok.token_to_id("[CLS]"),
                   eos_id=tok.token_to_id("[SEP]"), segment_len=8, max_question_len=8, max_answer_len=3)
     out.mkdir(parents=True)
@@ -62,7 +63,7 @@ def registered(tmp_path_factory, checkpoint):
     """Three registrations (exact_match 0.5, 0.3, 0.8) and the aliases after each."""
     from mlflow import MlflowClient
 
-    from stmem.registry import default_tracking_uri, register_model
+    from serving.registry import default_tracking_uri, register_model
 
     run_dir = tmp_path_factory.mktemp("run")
     manifest = run_dir / "train" / "manifest.json"
@@ -82,7 +83,7 @@ def registered(tmp_path_factory, checkpoint):
 
 
 def test_default_tracking_uri(tmp_path):
-    from stmem.registry import default_tracking_uri
+    from serving.registry import default_tracking_uri
 
     assert default_tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
 
@@ -109,7 +110,7 @@ def test_champion_and_challenger(registered):
 
 
 def test_unknown_metric_is_rejected(registered, checkpoint):
-    from stmem.registry import register_model
+    from serving.registry import register_model
 
     with pytest.raises(ValueError, match="accuracy"):
         register_model(checkpoint_dir=checkpoint, tracking_uri=registered["uri"], experiment="stmem-test",
@@ -125,7 +126,7 @@ def test_logged_model_holds_no_pickles(registered, tmp_path):
     assert {"MLmodel", "pyfunc_model.py", "requirements.txt", "input_example.json",
             "artifacts/checkpoint/model.safetensors", "artifacts/checkpoint/model_config.json",
             "artifacts/checkpoint/tokenizer.json", "artifacts/checkpoint/eval.json",
-            "code/stmem/inference.py"} <= files
+            "code/serving/inference.py"} <= files
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".pyc"))]
     mlmodel = (local / "MLmodel").read_text()
     assert "python_model.pkl" not in mlmodel and "model_code_path" in mlmodel
@@ -137,7 +138,7 @@ def test_bad_input_is_rejected():
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
-    from stmem.pyfunc_model import validate_input
+    from serving.pyfunc_model import validate_input
 
     assert validate_input(pd.DataFrame({"context": ["a."], "question": ["b?"]})) == (["a."], ["b?"])
     for frame, words in [(pd.DataFrame({"context": ["a."]}), ["question"]),
@@ -248,7 +249,7 @@ def test_models_serve(registered, tmp_path):
 def test_register_with_tracking_server(tmp_path, checkpoint):
     from mlflow import MlflowClient
 
-    from stmem.registry import register_model
+    from serving.registry import register_model
 
     port, log = _free_port(), tmp_path / "server.log"
     proc = _start([MLFLOW_BIN, "server", "--backend-store-uri", f"sqlite:///{tmp_path}/srv.db",

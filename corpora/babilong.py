@@ -10,7 +10,7 @@ directions, times of day, verbs of motion): only a few function words such as
 what it says, not by one token.
 
 Lengths are whitespace words: the context before a story's last question
-(the bAbI facts plus the distractors) is made about ``factor * segment_len``
+(the bAbI facts plus the distractors) is made about ``factor * unit_words``
 words long. A story whose facts alone are longer keeps its length.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import random
 
-from stmem.corpus.schema import Story
+from corpora.schema import Story
 
 # Each template is filled with every combination of its slot values; the
 # product gives a few hundred distinct sentences of 6 to 14 words.
@@ -79,7 +79,7 @@ DISTRACTORS: list[str] = sorted({s for t, slots in _TEMPLATES for s in _expand(t
 
 
 def words(text: str) -> int:
-    """Length in whitespace words, the unit of ``segment_len`` here."""
+    """Length in whitespace words, the unit of ``unit_words``."""
     return len(text.split())
 
 
@@ -134,19 +134,19 @@ def _one(story: Story, target: int, rng: random.Random, tag: str) -> Story:
     )
 
 
-def add_distractors(stories: list[Story], *, segment_len: int, factor: float, seed: int) -> list[Story]:
+def add_distractors(stories: list[Story], *, unit_words: int, factor: float, seed: int) -> list[Story]:
     """Pad each story with distractor sentences, BABILong-style.
 
     The story's own sentences keep their order; question positions and
     supporting indices are remapped so they name the same facts. The context
-    before each story's last question becomes about ``factor * segment_len``
+    before each story's last question becomes about ``factor * unit_words``
     whitespace words (within half a distractor sentence); stories already
     longer than that are left as they are. Story ids get the suffix
     ``@x<factor>``; tasks are unchanged. Each story's distractors depend only
     on ``seed`` and its id, so the result does not depend on story order.
     """
-    if segment_len < 1 or factor <= 0:
-        raise ValueError(f"segment_len must be >= 1 and factor > 0 (got {segment_len}, {factor})")
-    target = round(factor * segment_len)
+    if unit_words < 1 or factor <= 0:
+        raise ValueError(f"unit_words must be >= 1 and factor > 0 (got {unit_words}, {factor})")
+    target = round(factor * unit_words)
     tag = _factor_tag(factor)
     return [_one(s, target, random.Random(f"{seed}/{s.story_id}"), tag) for s in stories]

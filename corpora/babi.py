@@ -10,7 +10,7 @@ import random
 import re
 from pathlib import Path
 
-from stmem.corpus.schema import CorpusError, Story
+from corpora.schema import CorpusError, Story
 
 _LINE = re.compile(r"^(\d+) (.+)$")
 

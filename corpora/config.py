@@ -1,0 +1,83 @@
+"""The ``corpus`` section of the config: which corpus to read or generate, and how.
+
+Strict sections: a misspelt key or a wrong-typed value is an error that names
+it (``stmem.config`` turns pydantic's errors into one line).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    # strict: a YAML string "5" is not an int; extra: a misspelt key is an error.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DemoCorpusConfig(Section):
+    train_stories: int = Field(1600, ge=1)
+    val_stories: int = Field(60, ge=1)
+    test_stories: int = Field(100, ge=1)
+    sentences_per_story: int = Field(12, ge=2)
+    questions_per_story: int = Field(4, ge=1)
+    people_per_story: int = Field(3, ge=1, le=8)
+    seed: int = 7
+
+
+class BabilongConfig(Section):
+    # Pad bAbI stories with distractor sentences (corpora/babilong.py) so the
+    # context before each story's last question is about factor * unit_words
+    # whitespace words (words, not tokens: the corpus is not tokenised yet).
+    unit_words: int = Field(24, ge=1)
+    factor: float = Field(4.0, gt=0)  # e.g. 1, 4, 16, 64
+    seed: int = 7
+
+
+class CountriesConfig(Section):
+    # Travel stories asking for a person's region/subregion (corpora/countries.py).
+    train_stories: int = Field(600, ge=1)
+    val_stories: int = Field(60, ge=1)
+    test_stories: int = Field(100, ge=1)
+    sentences_per_story: int = Field(12, ge=2)
+    questions_per_story: int = Field(2, ge=1)
+    test_country_fraction: float = Field(0.2, gt=0, lt=1)  # countries seen only in test
+    seed: int = 7
+
+
+class CorpusConfig(Section):
+    format: Literal["demo", "babi", "babilong", "countries"] = "demo"
+    # babi, babilong: a directory such as ../shared/data/babi/en-10k, read with
+    # `tasks`; countries: the Countries KG directory, e.g. ../shared/data/countries.
+    path: str | None = None
+    tasks: list[str] = Field(default_factory=lambda: ["qa1"])  # babi task ids
+    val_fraction: float = Field(0.1, gt=0, lt=1)  # held out of the train file
+    demo: DemoCorpusConfig = DemoCorpusConfig()
+    babilong: BabilongConfig = BabilongConfig()
+    countries: CountriesConfig = CountriesConfig()
+    # Classes of words that play the same part in this corpus's stories
+    # (people, places, objects). `train.swap_words` permutes each class at
+    # random in every training example (stmem/transforms.py), so the model
+    # cannot learn answers by name. Each word must be one token of the
+    # dataset's tokenizer.
+    word_classes: list[list[str]] = Field(default_factory=list)
+    # The tasks whose examples are swapped; None: all. Leave out a task whose
+    # answers come from what the words mean (bAbI qa20: "Yann is tired. Where
+    # will Yann go? bedroom").
+    word_class_tasks: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "CorpusConfig":
+        if self.format in ("babi", "babilong", "countries") and not self.path:
+            raise ValueError(f"corpus.path is required when corpus.format is '{self.format}'")
+        seen: set[str] = set()
+        for i, words in enumerate(self.word_classes):
+            if len(words) < 2:
+                raise ValueError(f"corpus.word_classes[{i}] needs at least two words to swap, got {words}")
+            twice = seen & set(words) or {w for w in words if words.count(w) > 1}
+            if twice:
+                raise ValueError(f"corpus.word_classes: {sorted(twice)[0]!r} is listed twice")
+            seen |= set(words)
+        if self.word_class_tasks is not None and not self.word_classes:
+            raise ValueError("corpus.word_class_tasks is set but corpus.word_classes is not")
+        return self

@@ -1,0 +1,128 @@
+"""Short-term memories: what carries earlier segments into later ones.
+
+Every memory is a (B, slots, H) tensor that starts at zero, so everything in
+it was written from the input, and offers the model two calls per segment:
+
+    read(memory, x, pad)        the backbone's input: the memory in front of
+                                the segment's (B, L, H) token embeddings
+    write(memory, states, pad)  the memory after the segment, from the
+                                backbone's states over what ``read`` gave it
+
+``RoutedMemory`` (``{type: routed}``) writes through a gate; ``MemoryTokens``
+(``{type: tokens}``, the Recurrent Memory Transformer) carries the memory
+tokens' outputs over; ``NoMemory`` (``{type: none}``) is the ablation.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from stmem.config import MemoryConfig, NoMemoryConfig, RoutedMemoryConfig, TokenMemoryConfig
+
+
+class Memory(nn.Module):
+    slots: int
+
+    def read(self, memory: torch.Tensor, x: torch.Tensor, pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[memory ; tokens] and its padding mask: the segment's tokens attend to the slots."""
+        return torch.cat([memory, x], dim=1), torch.cat([pad.new_zeros(pad.shape[0], memory.shape[1]), pad], dim=1)
+
+    def write(self, memory: torch.Tensor, states: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class RoutedMemory(Memory):
+    """Slots that compete for each token of a segment, written through a gate.
+
+    Each token's state goes to one slot, or nowhere, by a softmax over the
+    slots plus a learned no-write option (slot attention's competition, but
+    free to write nothing). Slot i's candidate c~_i is the mean of what was
+    routed to it, and
+
+        c_t = g * c~_t + (1 - g) * c_{t-1},   g = (1 - exp(-m_i)) * sigmoid(W_g [c~_t, c_{t-1}])
+
+    with m_i the token mass routed to slot i: a slot no token chose keeps its
+    content exactly, so a fact survives any number of segments about
+    something else. ``route="segment"``: a segment's tokens share one routing
+    (the mean of theirs), so a sentence is written whole to the slots it chose.
+    """
+
+    def __init__(self, hidden: int, slots: int, route: str = "token"):
+        super().__init__()
+        self.slots, self.route = slots, route
+        self.slot_keys = nn.Parameter(torch.randn(slots, hidden))
+        self.q = nn.Linear(hidden, hidden)  # from the slots: what each one holds
+        self.k = nn.Linear(hidden, hidden)  # from the tokens
+        self.v = nn.Linear(hidden, hidden)
+        self.no_write = nn.Parameter(torch.zeros(1))
+        self.norm = nn.LayerNorm(hidden)
+        self.gate = nn.Linear(2 * hidden, hidden)
+
+    def write(self, memory: torch.Tensor, states: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        k = memory.shape[1]  # ``read`` put the slots first; the segment's tokens follow
+        return self.step(memory, *self.prepare(states[:, k:], pad[:, k:]))
+
+    def write_each(self, memory: torch.Tensor, states: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """Write (B, S, L, H) states of S segments read without the memory, in story order."""
+        # Everything that does not depend on the memory is computed for all
+        # segments at once; unbind, not indexing per step: an indexed view's
+        # backward writes a zero-filled gradient as large as the whole.
+        for parts in zip(*(t.unbind(1) for t in self.prepare(states, pad))):
+            memory = self.step(memory, *parts)
+        return memory
+
+    def prepare(self, tokens: torch.Tensor, pad: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The routing terms that do not depend on the memory, for (..., L, H) token states.
+
+        score(slot, token) = (q(c) + slot_key) . key / sqrt(H) = c . (key W_q) / sqrt(H)
+        + (b_q + slot_key) . key / sqrt(H): ``kq`` (..., L, H) and ``base``
+        (..., K, L). Padding is scored -inf, so a pad token goes nowhere.
+        """
+        keys, values = self.k(tokens), self.v(tokens)
+        scale = keys.shape[-1] ** -0.5
+        kq = keys @ self.q.weight * scale
+        base = torch.einsum("kh,...lh->...kl", self.q.bias + self.slot_keys, keys) * scale
+        return kq, base.masked_fill(pad.unsqueeze(-2), float("-inf")), values, pad
+
+    def step(self, prev: torch.Tensor, kq: torch.Tensor, base: torch.Tensor, values: torch.Tensor,
+             pad: torch.Tensor) -> torch.Tensor:
+        """The write: (B, K, H) memory and one segment's ``prepare``d terms -> the new memory."""
+        scores = torch.baddbmm(base, prev, kq.transpose(1, 2))  # (B, K, L)
+        scores = torch.cat([scores, self.no_write.expand(scores.shape[0], 1, scores.shape[2])], dim=1)
+        route = scores.softmax(dim=1)[:, :-1]  # each token's share per slot; the rest goes nowhere
+        if self.route == "segment":
+            real = (~pad).unsqueeze(1)
+            route = route.sum(-1, keepdim=True) / real.sum(-1, keepdim=True).clamp(min=1) * real
+        mass = route.sum(-1, keepdim=True)  # an all-pad segment: mass 0, g 0, the memory stays as it was
+        cand = self.norm(route @ values / (mass + 1e-6))
+        g = (1 - torch.exp(-mass)) * torch.sigmoid(self.gate(torch.cat([cand, prev], dim=-1)))
+        return prev + g * (cand - prev)  # = g * cand + (1 - g) * prev
+
+
+class MemoryTokens(Memory):
+    """Recurrent Memory Transformer (Bulatov et al. 2022): the memory tokens' outputs are the next memory."""
+
+    def __init__(self, slots: int):
+        super().__init__()
+        self.slots = slots
+
+    def write(self, memory: torch.Tensor, states: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        return states[:, :memory.shape[1]]
+
+
+class NoMemory(Memory):
+    """Nothing carried over: the model reads the last segment and the question alone."""
+
+    slots = 0
+
+    def write(self, memory: torch.Tensor, states: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        return memory
+
+
+def build_memory(cfg: MemoryConfig, hidden: int) -> Memory:
+    if isinstance(cfg, RoutedMemoryConfig):
+        return RoutedMemory(hidden, cfg.slots, cfg.route)
+    if isinstance(cfg, TokenMemoryConfig):
+        return MemoryTokens(cfg.slots)
+    assert isinstance(cfg, NoMemoryConfig)
+    return NoMemory()
