@@ -28,7 +28,7 @@ from stmem.dataset import load_tokenizer
 from stmem.model import MemoryQA, Vocab
 
 POSITIONS = "backbone.model.embeddings.position_embeddings.weight"
-SLOT_KEYS = "memory.slot_keys"
+SLOT_KEYS = "memory.router.slot_keys"
 
 
 def carry_token_rows(weights: dict, model: MemoryQA, old_vocab: dict[str, int], new_vocab: dict[str, int]) -> int:

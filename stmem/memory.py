@@ -31,13 +31,48 @@ class Memory(nn.Module):
         raise NotImplementedError
 
 
+class SlotRouter(nn.Module):
+    """Each token's share for each slot: a softmax over the slots plus a learned option to write nowhere.
+
+    score(slot, token) = (q(c) + slot_key) . key / sqrt(H), slot attention's
+    competition, but free to write nothing. A module of its own so that a
+    forward hook can read the routing (benchmarks/routing.py).
+    """
+
+    def __init__(self, hidden: int, slots: int, route: str):
+        super().__init__()
+        self.route = route
+        self.slot_keys = nn.Parameter(torch.randn(slots, hidden))
+        self.q = nn.Linear(hidden, hidden)  # from the slots: what each one holds
+        self.no_write = nn.Parameter(torch.zeros(1))
+
+    def prepare(self, keys: torch.Tensor, pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scores' terms that do not depend on the memory, for (..., L, H) token keys.
+
+        score = c . (key W_q) / sqrt(H) + (b_q + slot_key) . key / sqrt(H): ``kq``
+        (..., L, H) and ``base`` (..., K, L). Padding is scored -inf, so a pad
+        token goes nowhere.
+        """
+        scale = keys.shape[-1] ** -0.5
+        base = torch.einsum("kh,...lh->...kl", self.q.bias + self.slot_keys, keys) * scale
+        return keys @ self.q.weight * scale, base.masked_fill(pad.unsqueeze(-2), float("-inf"))
+
+    def forward(self, prev: torch.Tensor, kq: torch.Tensor, base: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """(B, K, L): what each token of the segment gives each of the (B, K, H) memory's slots."""
+        scores = torch.baddbmm(base, prev, kq.transpose(1, 2))
+        scores = torch.cat([scores, self.no_write.expand(scores.shape[0], 1, scores.shape[2])], dim=1)
+        route = scores.softmax(dim=1)[:, :-1]  # the rest goes nowhere
+        if self.route == "segment":  # one shared routing, the mean of the segment's real tokens'
+            real = (~pad).unsqueeze(1)
+            route = route.sum(-1, keepdim=True) / real.sum(-1, keepdim=True).clamp(min=1) * real
+        return route
+
+
 class RoutedMemory(Memory):
     """Slots that compete for each token of a segment, written through a gate.
 
-    Each token's state goes to one slot, or nowhere, by a softmax over the
-    slots plus a learned no-write option (slot attention's competition, but
-    free to write nothing). Slot i's candidate c~_i is the mean of what was
-    routed to it, and
+    Each token's state goes to one slot, or nowhere (``SlotRouter``). Slot i's
+    candidate c~_i is the mean of what was routed to it, and
 
         c_t = g * c~_t + (1 - g) * c_{t-1},   g = (1 - exp(-m_i)) * sigmoid(W_g [c~_t, c_{t-1}])
 
@@ -49,12 +84,10 @@ class RoutedMemory(Memory):
 
     def __init__(self, hidden: int, slots: int, route: str = "token"):
         super().__init__()
-        self.slots, self.route = slots, route
-        self.slot_keys = nn.Parameter(torch.randn(slots, hidden))
-        self.q = nn.Linear(hidden, hidden)  # from the slots: what each one holds
-        self.k = nn.Linear(hidden, hidden)  # from the tokens
-        self.v = nn.Linear(hidden, hidden)
-        self.no_write = nn.Parameter(torch.zeros(1))
+        self.slots = slots
+        self.router = SlotRouter(hidden, slots, route)
+        self.k = nn.Linear(hidden, hidden)  # routing keys, from the tokens
+        self.v = nn.Linear(hidden, hidden)  # what is written
         self.norm = nn.LayerNorm(hidden)
         self.gate = nn.Linear(2 * hidden, hidden)
 
@@ -72,27 +105,13 @@ class RoutedMemory(Memory):
         return memory
 
     def prepare(self, tokens: torch.Tensor, pad: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The routing terms that do not depend on the memory, for (..., L, H) token states.
-
-        score(slot, token) = (q(c) + slot_key) . key / sqrt(H) = c . (key W_q) / sqrt(H)
-        + (b_q + slot_key) . key / sqrt(H): ``kq`` (..., L, H) and ``base``
-        (..., K, L). Padding is scored -inf, so a pad token goes nowhere.
-        """
-        keys, values = self.k(tokens), self.v(tokens)
-        scale = keys.shape[-1] ** -0.5
-        kq = keys @ self.q.weight * scale
-        base = torch.einsum("kh,...lh->...kl", self.q.bias + self.slot_keys, keys) * scale
-        return kq, base.masked_fill(pad.unsqueeze(-2), float("-inf")), values, pad
+        """What the write needs of (..., L, H) token states that does not depend on the memory."""
+        return (*self.router.prepare(self.k(tokens), pad), self.v(tokens), pad)
 
     def step(self, prev: torch.Tensor, kq: torch.Tensor, base: torch.Tensor, values: torch.Tensor,
              pad: torch.Tensor) -> torch.Tensor:
         """The write: (B, K, H) memory and one segment's ``prepare``d terms -> the new memory."""
-        scores = torch.baddbmm(base, prev, kq.transpose(1, 2))  # (B, K, L)
-        scores = torch.cat([scores, self.no_write.expand(scores.shape[0], 1, scores.shape[2])], dim=1)
-        route = scores.softmax(dim=1)[:, :-1]  # each token's share per slot; the rest goes nowhere
-        if self.route == "segment":
-            real = (~pad).unsqueeze(1)
-            route = route.sum(-1, keepdim=True) / real.sum(-1, keepdim=True).clamp(min=1) * real
+        route = self.router(prev, kq, base, pad)
         mass = route.sum(-1, keepdim=True)  # an all-pad segment: mass 0, g 0, the memory stays as it was
         cand = self.norm(route @ values / (mass + 1e-6))
         g = (1 - torch.exp(-mass)) * torch.sigmoid(self.gate(torch.cat([cand, prev], dim=-1)))

@@ -103,10 +103,10 @@ def test_init_from_carries_shared_tokens_across_tokenizers_and_refuses_another_s
     # More memory slots: the checkpoint's slots keep their keys and positions, the segment and
     # question positions move up behind the added slots; fewer slots is refused by name.
     wider = MemoryQA(model.cfg.model_copy(update={"memory": RoutedMemoryConfig(slots=k + 3)}), v)
-    built = wider.memory.slot_keys.detach().clone()
+    built = wider.memory.router.slot_keys.detach().clone()
     assert init_from_checkpoint(wider, tmp_path / "first", ds / "tokenizer.json")["fresh"] == []
-    keys = load_checkpoint(tmp_path / "first")[0].memory.slot_keys.detach()
-    assert torch.equal(wider.memory.slot_keys[:k], keys) and torch.equal(wider.memory.slot_keys[k:], built[k:])
+    keys = load_checkpoint(tmp_path / "first")[0].memory.router.slot_keys.detach()
+    assert torch.equal(wider.memory.router.slot_keys[:k], keys) and torch.equal(wider.memory.router.slot_keys[k:], built[k:])
     table = wider.backbone.model.embeddings.position_embeddings.weight.detach()
     assert torch.equal(table[:k], saved[:k]) and torch.equal(table[k + 3:], saved[k:])
     with pytest.raises(ValueError, match="model.memory.slots 1 is fewer than"):

@@ -11,9 +11,9 @@ def _routed(hidden=8, slots=3, route="token"):
         u = torch.ones(hidden)
         mem.k.weight.zero_()
         mem.k.bias.copy_(u)
-        mem.q.weight.zero_()
-        mem.q.bias.zero_()
-        mem.slot_keys.copy_(torch.stack([30 * u, -30 * u, -30 * u]))
+        mem.router.q.weight.zero_()
+        mem.router.q.bias.zero_()
+        mem.router.slot_keys.copy_(torch.stack([30 * u, -30 * u, -30 * u]))
     return mem
 
 
@@ -47,7 +47,7 @@ def test_routed_write_can_write_nothing_and_ignores_padding():
         assert torch.allclose(written, padded, atol=1e-6)  # pad tokens write nothing
         all_pad = mem.write(prev, states, torch.ones(1, 8, dtype=torch.bool))
         assert torch.equal(all_pad, prev)  # an empty segment leaves the memory exactly as it was
-        mem.no_write.fill_(1e4)  # every token takes the no-write option
+        mem.router.no_write.fill_(1e4)  # every token takes the no-write option
         assert torch.equal(mem.write(prev, states, pad), prev)
 
 
@@ -60,8 +60,9 @@ def test_routed_write_is_the_gated_blend_of_candidate_and_previous_slot():
         pad = torch.tensor([[False, False, False, True, True]])
         with torch.no_grad():
             keys, values = mem.k(tokens), mem.v(tokens)
-            scores = torch.einsum("bkh,blh->bkl", mem.q(prev) + mem.slot_keys, keys) / 8 ** 0.5
-            share = torch.cat([scores, mem.no_write.expand(1, 1, 5)], 1)[..., :3].softmax(1)[:, :3]  # real tokens
+            r = mem.router
+            scores = torch.einsum("bkh,blh->bkl", r.q(prev) + r.slot_keys, keys) / 8 ** 0.5
+            share = torch.cat([scores, r.no_write.expand(1, 1, 5)], 1)[..., :3].softmax(1)[:, :3]  # real tokens
             if route == "segment":  # one shared routing: the mean of the real tokens'
                 share = share.mean(-1, keepdim=True).expand(1, 3, 3)
             mass = share.sum(-1, keepdim=True)
