@@ -5,7 +5,7 @@ Uses the corpus, extract, KG and dataset artifacts of an existing run
 and seed with the run's config:
 
     memory        the model as configured
-    no_memory     model.memory=false: only the last segment and the question
+    no_memory     model.memory={type: none}: only the last segment and the question
     no_kg         model.kg_fusion=false (and train.entity_word_dropout=0)
     full_context  one segment long enough for the longest context (the dataset
                   is rebuilt so, with the run's tokenizer), no memory: the upper bound
@@ -17,9 +17,6 @@ writes JSON.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -27,10 +24,10 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import torch
 
+import common
 from stmem.artifacts import require
-from stmem.config import Config, load_config
+from stmem.config import Config, NoMemoryConfig
 from stmem.dataset import build_dataset
 from stmem.layout import RunLayout
 from stmem.train import fit
@@ -53,7 +50,7 @@ def full_context_dataset(cfg: Config, layout: RunLayout, out: Path) -> int:
 def run_variant(cfg: Config, layout: RunLayout, variant: str, seed: int, work: Path) -> dict:
     dataset_dir, model_cfg, train_cfg = layout.stage_dir("dataset"), cfg.model, cfg.train
     if variant == "no_memory":
-        model_cfg = model_cfg.model_copy(update={"memory": False})
+        model_cfg = model_cfg.model_copy(update={"memory": NoMemoryConfig()})
     elif variant == "no_kg":
         model_cfg = model_cfg.model_copy(update={"kg_fusion": False})
         train_cfg = train_cfg.model_copy(update={"entity_word_dropout": 0.0})  # without a KG it only hides words
@@ -62,32 +59,22 @@ def run_variant(cfg: Config, layout: RunLayout, variant: str, seed: int, work: P
         if not dataset_dir.is_dir():
             dataset_dir.mkdir()
             full_context_dataset(cfg, layout, dataset_dir)
-        model_cfg = model_cfg.model_copy(update={"memory": False})
+        model_cfg = model_cfg.model_copy(update={"memory": NoMemoryConfig()})
     started = time.time()
-    summary = fit(dataset_dir=dataset_dir, kg_dir=layout.stage_dir("kg"), out_dir=work / f"{variant}-{seed}",
-                  model_cfg=model_cfg, train_cfg=train_cfg,
-                  spacy_model=cfg.extract.spacy_model, seed=seed)
+    run = cfg.model_copy(update={"model": model_cfg, "train": train_cfg, "run": cfg.run.model_copy(update={"seed": seed})})
+    summary = fit(run, dataset_dir=dataset_dir, kg_dir=layout.stage_dir("kg"), out_dir=work / f"{variant}-{seed}")
     return {**summary, "seed": seed, "wall_seconds": round(time.time() - started, 1)}
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config")
-    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap = common.parser(__doc__)
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
-    ap.add_argument("--out", help="JSON report (default benchmarks/results/ablation-<run name>.json)")
     args = ap.parse_args()
-    cfg = load_config(args.config, args.overrides)
-    layout = RunLayout(cfg.run_dir)
+    cfg, layout = common.load(args)
     require(layout.stage_dir("dataset") / "train.parquet", layout.corpus, stage="dataset")
-    out = Path(args.out or f"benchmarks/results/ablation-{cfg.run.name}.json")
     results: dict[str, dict] = {}
-    report = {"command": " ".join(["python", *sys.argv]), "config": args.config, "overrides": args.overrides,
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
-                         f"{'cuda' if torch.cuda.is_available() else 'cpu'}",
-              "seeds": args.seeds, "results": results}
-    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {"config": args.config, "overrides": args.overrides, "seeds": args.seeds, "results": results}
     with tempfile.TemporaryDirectory() as tmp:
         for variant in args.variants:
             runs = []
@@ -105,13 +92,12 @@ def main() -> int:
             if "memory" in results and "no_memory" in results:
                 report["memory_gain_points"] = round(100 * (results["memory"]["mean"]
                                                             - results["no_memory"]["mean"]), 1)
-            out.write_text(json.dumps(report, indent=2) + "\n")  # after every variant: a long run keeps what it has
+            common.write_report(args, cfg.run.name, report)  # after every variant: a long run keeps what it has
     print(f"\n{'variant':13s} {'mean':>6s} {'min':>6s} {'max':>6s}")
     for variant, r in results.items():
         print(f"{variant:13s} {r['mean']:6.3f} {r['min']:6.3f} {r['max']:6.3f}")
     if "memory_gain_points" in report:
         print(f"memory on - off: {report['memory_gain_points']} points")
-    print(f"written to {out}")
     return 0
 
 

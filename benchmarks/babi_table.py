@@ -10,19 +10,19 @@ Universal Transformer (Dehghani et al. 2019, Table 1; see
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
+
+import common
 
 PUBLISHED_1K_JOINT = {"MemN2N": {"mean_error": 0.124, "failed_tasks": 11},
                       "Universal Transformer + ACT": {"mean_error": 0.0778, "failed_tasks": 5}}
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = common.parser(__doc__)
     ap.add_argument("eval_json", type=Path)
-    ap.add_argument("--out", default="benchmarks/results/babi_table.json")
     args = ap.parse_args()
     test = json.loads(args.eval_json.read_text())["test"]
     tasks = sorted(test["per_task"], key=lambda t: int(t[2:]) if t[2:].isdigit() else t)
@@ -33,12 +33,11 @@ def main() -> int:
     print(f"| **mean error** | **{100 * test['mean_error']:.1f}%**, {test['failed_tasks']} failed |")
     for name, p in PUBLISHED_1K_JOINT.items():
         print(f"| {name} (published) | {100 * p['mean_error']:.2f}%, {p['failed_tasks']} failed |")
-    report = {"command": " ".join(["python", *sys.argv]), "eval_json": str(args.eval_json),
+    report = {"eval_json": str(args.eval_json),
               "per_task_error": {t: round(1 - test["per_task"][t], 4) for t in tasks},
               "mean_error": round(test["mean_error"], 4), "failed_tasks": test["failed_tasks"],
               "published_1k_joint": PUBLISHED_1K_JOINT}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    common.write_report(args, args.eval_json.parent.parent.name, report)
     return 0
 
 

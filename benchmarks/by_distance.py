@@ -12,8 +12,6 @@ distance 1 too.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -21,11 +19,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 
+import common
 from stmem.checkpoint import load_checkpoint
-from stmem.config import load_config
 from stmem.dataset import load_tokenizer
 from stmem.evaluate import predict_answers
-from stmem.layout import RunLayout
 from stmem.train import load_examples
 
 
@@ -39,17 +36,12 @@ def distances(corpus_path: Path) -> dict[str, int]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--model-dir", help="a trained model directory (default: the run's train stage)")
+    ap = common.parser(__doc__, config_required=True, model_dir=True)
     ap.add_argument("--split", default="test", choices=["train", "val", "test"])
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--out", help="JSON report (default benchmarks/results/by_distance-<run name>.json)")
     args = ap.parse_args()
-    cfg = load_config(args.config, args.overrides)
-    layout = RunLayout(cfg.run_dir)
-    model_dir = Path(args.model_dir) if args.model_dir else layout.stage_dir("train")
+    cfg, layout = common.load(args)
+    model_dir = common.model_dir(args, layout)
     model, _ = load_checkpoint(model_dir)
     examples = load_examples(layout.stage_dir("dataset") / f"{args.split}.parquet")
     preds = predict_answers(model, examples, load_tokenizer(model_dir / "tokenizer.json"),
@@ -58,7 +50,7 @@ def main() -> int:
     hits: dict[str, dict[int, list[bool]]] = defaultdict(lambda: defaultdict(list))
     for e, p in zip(examples, preds):
         hits[e["task"]][back[e["example_id"]]].append(p == e["answer"])
-    report = {"command": " ".join(["python", *sys.argv]), "model_dir": str(model_dir), "split": args.split,
+    report = {"model_dir": str(model_dir), "split": args.split,
               "per_task": {}}
     for task, by_d in sorted(hits.items()):
         rows = {d: {"n": len(h), "accuracy": round(sum(h) / len(h), 4)} for d, h in sorted(by_d.items())}
@@ -67,9 +59,7 @@ def main() -> int:
         print(f"{task}: {sum(total) / len(total):.1%} of {len(total)}")
         for d, r in rows.items():
             print(f"  {d:3d} back: {r['accuracy']:6.1%}  (n={r['n']})")
-    out = Path(args.out or f"benchmarks/results/by_distance-{cfg.run.name}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    common.write_report(args, cfg.run.name, report)
     return 0
 
 

@@ -12,19 +12,16 @@ columns).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 from safetensors.numpy import load_file
 from sklearn.linear_model import LogisticRegression
 
-from stmem.config import load_config
+import common
 from corpora.countries import load_countries_kg, split_countries
-from stmem.layout import RunLayout
 
 
 def probe(vectors: np.ndarray, row: dict[str, int], labels: dict[str, str],
@@ -37,15 +34,11 @@ def probe(vectors: np.ndarray, row: dict[str, int], labels: dict[str, str],
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True, help="a countries run's config (corpus.format: countries)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--out", help="JSON report (default benchmarks/results/kg_probe-<run name>.json)")
-    args = ap.parse_args()
-    cfg = load_config(args.config, args.overrides)
+    args = common.parser(__doc__, config_required=True).parse_args()  # a countries run's config
+    cfg, layout = common.load(args)
     if cfg.corpus.format != "countries":
         raise SystemExit(f"{args.config}: corpus.format is {cfg.corpus.format!r}; the probe needs countries")
-    kg_dir = RunLayout(cfg.run_dir).stage_dir("kg")
+    kg_dir = layout.stage_dir("kg")
     vectors = load_file(str(kg_dir / "entity_embeddings.safetensors"))["entity_embeddings"]
     index = pq.read_table(kg_dir / "entity_index.parquet").to_pydict()
     row = dict(zip(index["entity"], index["row"]))
@@ -62,11 +55,9 @@ def main() -> int:
                          "subregion": round(probe(v, row, countries.subregion, train, test), 4)}
         print(f"{name} ({v.shape[1]}-d): held-out region {results[name]['region']:.1%}, "
               f"subregion {results[name]['subregion']:.1%}")
-    report = {"command": " ".join(["python", *sys.argv]), "kg_dir": str(kg_dir), "kg_model": metrics["model"],
+    report = {"kg_dir": str(kg_dir), "kg_model": metrics["model"],
               "train_countries": len(train), "test_countries": len(test), "results": results}
-    out = Path(args.out or f"benchmarks/results/kg_probe-{cfg.run.name}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    common.write_report(args, cfg.run.name, report)
     return 0
 
 

@@ -13,39 +13,28 @@ question of each story (whose context is the full length).
 """
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
+import common
+from corpora import add_distractors, read_babi, write_corpus
 from kg_pipeline.extract import extract
 from stmem.checkpoint import load_checkpoint
-from stmem.config import load_config
-from corpora import add_distractors, read_babi, write_corpus
 from stmem.dataset import build_dataset, load_tokenizer
 from stmem.evaluate import exact_match
-from stmem.layout import RunLayout
 from stmem.train import load_examples
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True, help="the training run's config (bAbI path, tasks, segment sizes)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap = common.parser(__doc__, config_required=True, model_dir=True)
     ap.add_argument("--factors", nargs="+", type=float, default=[1, 4, 16, 64])
-    ap.add_argument("--model-dir", help="a trained model directory (default: the run's train stage)")
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--out", help="JSON report (default benchmarks/results/long_context-<run name>.json)")
     args = ap.parse_args()
-    cfg = load_config(args.config, args.overrides)
-    layout = RunLayout(cfg.run_dir)
-    model_dir = Path(args.model_dir) if args.model_dir else layout.stage_dir("train")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg, layout = common.load(args)
+    model_dir = common.model_dir(args, layout)
+    device = common.device()
     model, _ = load_checkpoint(model_dir, device)
     tokenizer = load_tokenizer(model_dir / "tokenizer.json")
     entity_index = layout.stage_dir("kg") / "entity_index.parquet"
@@ -86,14 +75,10 @@ def main() -> int:
         print(f"{factor:g}x: {row['last_question_mean_segments']} segments (last question), "
               f"exact-match all {row['accuracy_all']:.3f}, last question {row['accuracy_last_question']:.3f} "
               f"({row['seconds']:.0f}s)", flush=True)
-    report = {"command": " ".join(["python", *sys.argv]), "config": args.config, "overrides": args.overrides,
-              "model_dir": str(model_dir), "segment_len_tokens": cfg.dataset.segment_len,
-              "segment_len_words": words_per_segment, "device": str(device),
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads", "results": rows}
-    out = Path(args.out or f"benchmarks/results/long_context-{cfg.run.name}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written to {out}")
+    report = {"config": args.config, "overrides": args.overrides, "model_dir": str(model_dir),
+              "segment_len_tokens": cfg.dataset.segment_len, "unit_words": words_per_segment, "device": str(device),
+              "results": rows}
+    common.write_report(args, cfg.run.name, report)
     return 0
 
 

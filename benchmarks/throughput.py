@@ -11,21 +11,17 @@ tokens, the same for both, measured alternately in one process.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import platform
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from transformers import BertConfig, BertModel
 
+import common
 from stmem.batch import collate
-from stmem.config import load_config
-from stmem.layout import RunLayout
 from stmem.model import MemoryQA, Vocab
 from stmem.train import load_examples
 
@@ -35,7 +31,7 @@ class PlainEncoder(torch.nn.Module):
 
     def __init__(self, model: MemoryQA):
         super().__init__()
-        c = model.encoder.config
+        c = model.backbone.model.config
         self.bert = BertModel(BertConfig(vocab_size=c.vocab_size, hidden_size=c.hidden_size,
                                          num_hidden_layers=c.num_hidden_layers,
                                          num_attention_heads=c.num_attention_heads,
@@ -61,20 +57,18 @@ def tokens(batch: dict, pad: int) -> int:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config")
-    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap = common.parser(__doc__)
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--out", default="benchmarks/results/throughput.json")
     args = ap.parse_args()
-    cfg = load_config(args.config, args.overrides)
+    cfg, layout = common.load(args)
     torch.manual_seed(cfg.run.seed)
-    layout = RunLayout(cfg.run_dir)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
     ds, kg = layout.stage_dir("dataset"), layout.stage_dir("kg")
     info = json.loads((ds / "dataset_info.json").read_text())
     emb = load_file(str(kg / "entity_embeddings.safetensors"))["entity_embeddings"] if cfg.model.kg_fusion else None
     vocab = Vocab.from_dataset(info, emb)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = common.device()
     memory_model = MemoryQA(cfg.model, vocab, emb).to(device).train()
     plain = PlainEncoder(memory_model).to(device).train()
     examples = load_examples(ds / "train.parquet")
@@ -102,15 +96,12 @@ def main() -> int:
         if i >= 2:
             counted += tokens(batch, vocab.pad_id)
     tps = {k: counted / v for k, v in seconds.items()}
-    report = {"command": " ".join(["python", *sys.argv]), "device": str(device),
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
-              "timed_steps": len(batches) - 2, "tokens_per_second": {k: round(v, 1) for k, v in tps.items()},
+    report = {"device": str(device), "timed_steps": len(batches) - 2, "tokens_per_second": {k: round(v, 1) for k, v in tps.items()},
               "ratio_memory_over_plain": round(tps["memory"] / tps["plain"], 3),
               "parameters": {"memory": sum(p.numel() for p in memory_model.parameters()),
                              "plain": sum(p.numel() for p in plain.parameters())}}
     print(json.dumps(report, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    common.write_report(args, cfg.run.name, report)
     return 0
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from stmem.checkpoint import CONFIG, TOKENIZER, WEIGHTS, read_config
+from stmem.checkpoint import TOKENIZER, WEIGHTS, read_config
 from stmem.dataset import load_tokenizer
 from stmem.model import MemoryQA, Vocab
 
