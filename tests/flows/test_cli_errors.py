@@ -1,5 +1,4 @@
 """Bad input: one line naming the file, line or key; non-zero exit; nothing written."""
-from pathlib import Path
 
 import pytest
 

@@ -6,18 +6,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mlflow
 import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 from safetensors.torch import load_file
 
-from kg_pipeline import MENTIONS_SCHEMA, TRIPLES_SCHEMA
 from corpora import CORPUS_SCHEMA
-from stmem.dataset import EXAMPLE_SCHEMA
+from kg_pipeline import MENTIONS_SCHEMA, TRIPLES_SCHEMA
 from serving.inference import Predictor
-from stmem.layout import STAGES, RunLayout
 from serving.registry import default_tracking_uri
+from stmem.checkpoint import load_checkpoint
+from stmem.dataset import EXAMPLE_SCHEMA, load_tokenizer
+from stmem.evaluate import predict_answers
+from stmem.layout import STAGES, RunLayout
 from tests.conftest import REPO, TINY_CONFIG
 
 
@@ -66,7 +67,12 @@ def test_every_stage_wrote_its_artifacts_with_schemas(run_dir):
     for f in ("model.safetensors", "model_config.json", "tokenizer.json", "entity_index.parquet"):
         assert (train / f).is_file(), f
     ev = json.loads((train / "eval.json").read_text())
-    assert set(ev["test"]["per_task"]) == {"demo"} and 0 <= ev["test"]["accuracy"] <= 1
+    assert set(ev["test"]["per_task"]) == {"demo"}
+    # eval.json is the saved checkpoint's exact match on the test split, recomputed here
+    model, _ = load_checkpoint(train)
+    test = pq.read_table(ds / "test.parquet").to_pylist()
+    answers = predict_answers(model, test, load_tokenizer(train / "tokenizer.json"), batch_size=16, device="cpu")
+    assert ev["test"]["accuracy"] == sum(a == e["answer"] for a, e in zip(answers, test)) / len(test)
 
     for stage in STAGES:
         m = json.loads((L.stage_dir(stage) / "manifest.json").read_text())
@@ -88,7 +94,8 @@ def test_model_is_registered_as_champion_and_loads_in_a_fresh_process(run_dir):
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "ANSWER=" in out.stdout
+    expected = Predictor(run_dir / "train").answer(["Mary went to the kitchen."], ["Where is Mary?"])[0]
+    assert out.stdout.splitlines()[-1] == "ANSWER=" + expected
 
 
 def test_stage_train_reruns_training_alone(run_dir, tmp_path):
@@ -108,7 +115,8 @@ def test_stage_train_reruns_training_alone(run_dir, tmp_path):
         assert after[s] == before[s], s  # untouched
     # the train manifest records the dataset files it read, by hash
     assert any(k.endswith("train.parquet") for k in after["train"]["inputs"])
-    assert "test exact-match accuracy" in res.stdout
+    accuracy = json.loads((L.stage_dir("train") / "eval.json").read_text())["test"]["accuracy"]
+    assert f"test exact-match accuracy: {accuracy:.3f}" in res.stdout  # the summary reports the new model
 
 
 def test_predict_cli_answers(run_dir, tmp_path):

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from serving.inference import Predictor
+
 ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "MLFLOW_ENABLE_ASYNC_LOGGING": "false"}
 MLFLOW_BIN = str(Path(sys.executable).parent / "mlflow")
 STORY = "Mary moved to the bathroom.\nJohn went to the hallway."
@@ -150,7 +152,7 @@ def test_bad_input_is_rejected():
         assert all(w in e.value.message for w in words)
 
 
-def test_champion_loads_in_fresh_process(registered, tmp_path):
+def test_champion_loads_in_fresh_process(registered, checkpoint, tmp_path):
     code = ("import json, mlflow, pandas as pd\n"
             f"m = mlflow.pyfunc.load_model('models:/{NAME}@champion')\n"
             f"out = m.predict(pd.DataFrame({{'context': [{STORY!r}], 'question': ['Where is Mary?']}}))\n"
@@ -160,7 +162,8 @@ def test_champion_loads_in_fresh_process(registered, tmp_path):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(out["answer"]) == 1 and isinstance(out["answer"][0], str)
+    # the registered model answers exactly as the checkpoint it was made from
+    assert out["answer"] == Predictor(checkpoint).answer([STORY], ["Where is Mary?"])
     assert "/code/stmem/" in out["stmem"]  # the code bundled with the model, not the working tree
 
 
@@ -220,7 +223,7 @@ def _post(url: str, payload: dict) -> tuple[int, str]:
 
 
 @pytest.mark.slow
-def test_models_serve(registered, tmp_path):
+def test_models_serve(registered, checkpoint, tmp_path):
     port, log = _free_port(), tmp_path / "serve.log"
     proc = _start([MLFLOW_BIN, "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager", "local",
                    "-h", "127.0.0.1", "-p", str(port), "-w", "1"], {"MLFLOW_TRACKING_URI": registered["uri"]}, log)
@@ -231,7 +234,7 @@ def test_models_serve(registered, tmp_path):
             "columns": ["context", "question"], "data": [[STORY, "Where is Mary?"]]}})
         assert status == 200, body
         predictions = json.loads(body)["predictions"]
-        assert len(predictions) == 1 and isinstance(predictions[0]["answer"], str)
+        assert [p["answer"] for p in predictions] == Predictor(checkpoint).answer([STORY], ["Where is Mary?"])
 
         status, body = _post(f"{base}/invocations", {"dataframe_split": {"columns": ["context"], "data": [[STORY]]}})
         assert status == 400, body
