@@ -55,9 +55,8 @@ def build_model(cfg: Config, dataset_dir: Path, kg_dir: Path | None) -> MemoryQA
     model = MemoryQA(cfg.model, Vocab.from_dataset(info, entity_embeddings), entity_embeddings)
     if cfg.train.init_from:
         carried = init_from_checkpoint(model, Path(cfg.train.init_from), dataset_dir / TOKENIZER)
-        if cfg.train.progress:
-            print(f"init_from {cfg.train.init_from}: {carried['tokens_carried']} token embeddings carried over, "
-                  f"{carried['tokens_new']} new" + (f"; fresh: {', '.join(carried['fresh'])}" if carried["fresh"] else ""))
+        print(f"init_from {cfg.train.init_from}: {carried['tokens_carried']} token embeddings carried over, "
+              f"{carried['tokens_new']} new" + (f"; fresh: {', '.join(carried['fresh'])}" if carried["fresh"] else ""))
     return model
 
 
@@ -183,8 +182,7 @@ def end_of_epoch(state: LoopState, model: MemoryQA, val: list[dict], evaluate, e
     accuracy = evaluate("val")["accuracy"] if val else 0.0
     val_loss = mean_loss(model, val, batch_size=4 * tc.batch_size, device=device) if val else float("nan")
     state.history.append({"epoch": state.epoch, "loss": epoch_loss, "val_loss": val_loss, "val_accuracy": accuracy})
-    if tc.progress:
-        print(f"epoch {state.epoch}: loss {epoch_loss:.4f}  val loss {val_loss:.4f}  val exact-match {accuracy:.3f}",
+    print(f"epoch {state.epoch}: loss {epoch_loss:.4f}  val loss {val_loss:.4f}  val exact-match {accuracy:.3f}",
               flush=True)
     if accuracy > state.best:
         state.best, state.best_state = accuracy, copy.deepcopy(model.state_dict())
