@@ -15,14 +15,23 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class DemoCorpusConfig(Section):
-    train_stories: int = Field(1600, ge=1)
-    val_stories: int = Field(60, ge=1)
-    test_stories: int = Field(100, ge=1)
-    sentences_per_story: int = Field(12, ge=2)
-    questions_per_story: int = Field(4, ge=1)
-    people_per_story: int = Field(3, ge=1, le=8)
+class GeneratedCorpusConfig(Section):
+    """How many stories of each split a generator makes, and their length (defaults: the demo's)."""
+
+    train_stories: int = Field(2700, ge=1)
+    val_stories: int = Field(100, ge=1)
+    test_stories: int = Field(170, ge=1)
+    sentences_per_story: int = Field(6, ge=2)
+    questions_per_story: int = Field(3, ge=1)
     seed: int = 7
+
+
+class DemoCorpusConfig(GeneratedCorpusConfig):
+    # bAbI qa1-style stories of a fixed cast (corpora/demo.py)
+    people_per_story: int = Field(3, ge=1, le=8)
+    places_per_story: int = Field(6, ge=2, le=8)
+    # share of questions about the last sentence's person (answerable without memory)
+    recent_fraction: float = Field(0.25, ge=0, le=1)
 
 
 class BabilongConfig(Section):
@@ -34,15 +43,9 @@ class BabilongConfig(Section):
     seed: int = 7
 
 
-class CountriesConfig(Section):
+class CountriesConfig(GeneratedCorpusConfig):
     # Travel stories asking for a person's region/subregion (corpora/countries.py).
-    train_stories: int = Field(600, ge=1)
-    val_stories: int = Field(60, ge=1)
-    test_stories: int = Field(100, ge=1)
-    sentences_per_story: int = Field(12, ge=2)
-    questions_per_story: int = Field(2, ge=1)
     test_country_fraction: float = Field(0.2, gt=0, lt=1)  # countries seen only in test
-    seed: int = 7
 
 
 class CorpusConfig(Section):

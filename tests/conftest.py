@@ -33,12 +33,17 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 TINY_CONFIG = REPO / "tests" / "tiny.yaml"
 
 
+def shared_data(*parts: str) -> Path:
+    """A path under ../shared/data; a missing data set fails the test that needs it, never skips it silently."""
+    p = SHARED_DATA.joinpath(*parts)
+    if not p.exists():
+        pytest.fail(f"{p} not found: the tests read bAbI v1.2 and the Countries KG from ../shared/data")
+    return p
+
+
 @pytest.fixture
 def babi_dir() -> Path:
-    d = SHARED_DATA / "babi" / "en"
-    if not d.is_dir():
-        pytest.skip(f"{d} not present")
-    return d
+    return shared_data("babi", "en")
 
 
 def make_dataset(d: Path, tokenizer: str | None = None) -> Path:

@@ -6,7 +6,7 @@ import pytest
 from corpora import CORPUS_SCHEMA, CorpusError, generate_demo, read_babi, read_corpus, write_corpus
 from corpora.babi import parse_babi_file
 
-DEMO = dict(train_stories=20, val_stories=3, test_stories=5, sentences_per_story=24, questions_per_story=4, seed=7)
+DEMO = dict(train_stories=200, val_stories=3, test_stories=5, sentences_per_story=6, questions_per_story=3, seed=7)
 
 
 def test_demo_is_deterministic_and_answers_are_supported():
@@ -14,18 +14,26 @@ def test_demo_is_deterministic_and_answers_are_supported():
     assert [s.sentences for s in a] == [s.sentences for s in b]
     assert [s.split for s in a].count("test") == 5
     for s in a:
-        assert len(s.sentences) == 24 and len(s.questions) == 4
+        assert len(s.sentences) == 6 and s.question_positions == [2, 4, 6]
+        assert {x.split()[0] for x in s.sentences} <= {"Mary", "John", "Sandra"}  # a fixed cast
         for answer, support in zip(s.answers, s.supporting):
             # the answer word is in one of the supporting facts
             assert any(answer in s.sentences[i] for i in support)
     assert generate_demo(**{**DEMO, "seed": 8})[0].sentences != a[0].sentences
 
 
-def test_demo_answers_lie_far_back():
+def test_most_demo_answers_lie_before_the_last_sentence():
+    """The last sentence before a question is all a model without memory sees (one sentence per segment)."""
     stories = generate_demo(**DEMO)
-    distances = [len(s.sentences) - max(sup) for s in stories for sup in s.supporting]
-    # most answers lie more than 4 sentences (about one 24-token segment) back
-    assert sum(d > 4 for d in distances) / len(distances) > 0.5
+    asked = [(s, q, pos, sup[0]) for s in stories for q, pos, sup in zip(s.questions, s.question_positions, s.supporting)]
+    back = [pos - 1 - fact for _, _, pos, fact in asked]
+    # recent_fraction (0.25) ask about the last sentence's person, the rest about someone else, if anyone moved before
+    assert 0.6 < sum(b > 0 for b in back) / len(back) < 0.8
+    for s, q, pos, fact in asked:
+        person = q.removeprefix("Where is ").removesuffix("?")
+        named_last = s.sentences[pos - 1].startswith(person)
+        assert named_last == (fact == pos - 1)  # an older fact's person is not named in the last sentence
+        assert not any(x.startswith(person) for x in s.sentences[fact + 1:pos])  # the supporting fact is the latest
 
 
 def test_corpus_round_trip(tmp_path):

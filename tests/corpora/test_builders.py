@@ -4,30 +4,25 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import shared_data
+
 from stmem.config import ConfigError, load_config
 from corpora import add_distractors, generate_countries_stories, ingest, majority_rate, read_babi, read_corpus
 from corpora.babilong import DISTRACTORS, context_words
 from corpora.countries import load_countries_kg, natural_name, split_countries
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 BANK = set(DISTRACTORS)
 FUNCTION_WORDS = {"a", "the", "to", "of", "and", "in", "was", "that", "is"}
 
 
 @pytest.fixture(scope="module")
 def babi_en() -> Path:
-    d = DATA / "babi" / "en"
-    if not d.is_dir():
-        pytest.skip(f"{d} not present")
-    return d
+    return shared_data("babi", "en")
 
 
 @pytest.fixture(scope="module")
 def countries_dir() -> Path:
-    d = DATA / "countries"
-    if not d.is_dir():
-        pytest.skip(f"{d} not present")
-    return d
+    return shared_data("countries")
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +184,7 @@ def test_ingest_writes_both_formats(tmp_path, babi_en, countries_dir):
 
     cfg = load_config(None, ["corpus.format=countries", f"corpus.path={countries_dir}",
                              "corpus.countries.train_stories=4", "corpus.countries.val_stories=2",
-                             "corpus.countries.test_stories=2"])
+                             "corpus.countries.test_stories=2", "corpus.countries.questions_per_story=2"])
     counts = ingest(cfg.corpus, tmp_path / "c.parquet")
     stories = read_corpus(tmp_path / "c.parquet")
     assert counts["stories"] == 8 and counts["test_questions"] == 4

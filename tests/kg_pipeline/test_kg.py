@@ -8,13 +8,21 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.conftest import shared_data
 from kg_pipeline import KGInputError, read_triples_tsv, train_kg
 from kg_pipeline.extract import TRIPLES_SCHEMA
 from kg_pipeline.kg import external_kg_files, with_relation_context
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 COUNTRIES_S1 = DATA / "countries" / "Countries_S1" / "train.txt"
-needs_countries = pytest.mark.skipif(not COUNTRIES_S1.is_file(), reason=f"{COUNTRIES_S1} not present")
+
+
+@pytest.fixture
+def countries_data():
+    shared_data("countries", "Countries_S1", "train.txt")
+
+
+needs_countries = pytest.mark.usefixtures("countries_data")
 
 # entities the text adds that Countries does not have, and one it shares (france)
 TEXT_TRIPLES = [("mary", "move_to", "kitchen"), ("john", "pick_up", "apple"), ("daniel", "travel_to", "france"),
