@@ -14,8 +14,10 @@ $(VENV)/.installed: pyproject.toml
 .PHONY: setup demo test
 setup: $(VENV)/.installed
 
+# the pipeline, then the same model trained with memory off on the same data
 demo: setup
 	$(VENV)/bin/stmem run --config conf/demo.yaml
+	$(VENV)/bin/python benchmarks/ablation.py --config conf/demo.yaml --variants no_memory --out runs/demo/memory_off.json
 
 test: setup
 	$(VENV)/bin/pytest
