@@ -1,7 +1,9 @@
 """stmem: transformer QA models with a short-term memory and KG fusion.
 
-Plain library code (model, training, evaluation, inference, registry); the
-Prefect orchestration lives in ``tasks/`` and ``flows/``.
+The model library: config schema, backbone, memories, model, dataset,
+training and evaluation, with no Prefect. It reads corpora through
+``corpora/``; inference, the MLflow pyfunc and the registry are ``serving/``,
+the Prefect orchestration ``tasks/`` and ``flows/``.
 """
 import os
 

@@ -1,0 +1,1 @@
+"""Serving: answer from raw text with a trained checkpoint, the MLflow pyfunc, and the registry (champion/challenger)."""
