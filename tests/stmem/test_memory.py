@@ -62,9 +62,10 @@ def test_routed_write_is_the_gated_blend_of_candidate_and_previous_slot():
             keys, values = mem.k(tokens), mem.v(tokens)
             r = mem.router
             scores = torch.einsum("bkh,blh->bkl", r.q(prev) + r.slot_keys, keys) / 8 ** 0.5
-            share = torch.cat([scores, r.no_write.expand(1, 1, 5)], 1)[..., :3].softmax(1)[:, :3]  # real tokens
-            if route == "segment":  # one shared routing: the mean of the real tokens'
-                share = share.mean(-1, keepdim=True).expand(1, 3, 3)
+            scores = torch.cat([scores, r.no_write.expand(1, 1, 5)], 1)[..., :3]  # the real tokens
+            share = scores.softmax(1)[:, :3]
+            if route == "segment":  # one shared routing: the softmax of the real tokens' mean score
+                share = scores.mean(-1, keepdim=True).softmax(1)[:, :3].expand(1, 3, 3)
             mass = share.sum(-1, keepdim=True)
             cand = mem.norm(share @ values[:, :3] / mass)
             g = (1 - torch.exp(-mass)) * torch.sigmoid(mem.gate(torch.cat([cand, prev], -1)))
