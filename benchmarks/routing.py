@@ -50,7 +50,8 @@ def main() -> int:
             print(f"{token:>14} " + " ".join(f"{x:4.2f}" for x in share))
         print()
     if args.out:
-        common.write_report(args, "", {"model_dir": str(args.model_dir), "answer": answer, "segments": segments})
+        common.write_report(args, args.model_dir.parent.name, {"model_dir": str(args.model_dir), "answer": answer,
+                                                              "segments": segments})
     return 0
 
 
