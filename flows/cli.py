@@ -1,18 +1,28 @@
-"""The ``stmem`` command: run the pipeline, one stage, or ask a model."""
+"""The ``stmem`` command: run the pipeline, one stage, or ask a model.
+
+Errors a user can fix (bad config, bad input, a missing or stale artifact, a
+run directory in use) end the command with one line on stderr and exit 2;
+the traceback goes to ``<run dir>/stmem.log``.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+import time
 from pathlib import Path
 
 import flows  # noqa: F401  (offline and no-telemetry defaults before anything else loads)
-from stmem.artifacts import MissingArtifactError
-from stmem.config import ConfigError, load_config
 from corpora import CorpusError
-from stmem.layout import STAGES, RunLayout
+from kg_pipeline import KGInputError
+from stmem.artifacts import MissingArtifactError, RunInUseError, run_lock
+from stmem.config import ConfigError, load_config
+from stmem.layout import RunLayout
+from tasks.graph import STAGES
 
-EXPECTED_ERRORS = (ConfigError, CorpusError, MissingArtifactError, FileNotFoundError, ValueError)
+EXPECTED_ERRORS = (ConfigError, CorpusError, KGInputError, MissingArtifactError, RunInUseError,
+                   FileNotFoundError, ValueError, UnicodeDecodeError)
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -22,11 +32,15 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="stmem", description=__doc__)
+    ap = argparse.ArgumentParser(prog="stmem", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    _config_args(sub.add_parser("run", help="run the whole pipeline (a Prefect flow)"))
-    st = sub.add_parser("stage", help="run one stage from the artifacts already in the run directory")
+    run = sub.add_parser("run", help="run the whole pipeline (a Prefect flow); unchanged stages are skipped")
+    _config_args(run)
+    run.add_argument("--force", action="append", default=[], choices=STAGES, metavar="STAGE",
+                     help="re-run STAGE and every stage after it even if unchanged (repeatable)")
+    st = sub.add_parser("stage", help="run one stage on the current outputs of the stages before it")
     st.add_argument("name", choices=STAGES)
+    st.add_argument("--force", action="store_true", help="re-run it even if its output is current")
     _config_args(st)
     pr = sub.add_parser("predict", help="answer a question with a registered model")
     pr.add_argument("--model", required=True, help="MLflow model URI, e.g. models:/stmem-demo@champion")
@@ -41,7 +55,7 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def _print_summary(run_dir: Path) -> None:
+def _print_summary(run_dir: Path, started: str) -> None:
     layout = RunLayout(run_dir)
     print("\nstage summaries:")
     for stage in STAGES:
@@ -49,7 +63,8 @@ def _print_summary(run_dir: Path) -> None:
         if manifest.exists():
             m = json.loads(manifest.read_text())
             figures = ", ".join(f"{k}={_fmt(v)}" for k, v in m["summary"].items() if not isinstance(v, (dict, list)))
-            print(f"  {stage:<8} {m['seconds']:7.1f}s  {figures}")
+            ran = "ran" if m["created_at"] >= started else "reused"  # ISO times compare as strings
+            print(f"  {stage:<8} {ran:<6} {m['seconds']:7.1f}s  {figures}")
     ev = layout.stage_dir("train") / "eval.json"
     if ev.exists():
         test = json.loads(ev.read_text())["test"]
@@ -78,21 +93,50 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+class _OneLineConsole(logging.Filter):
+    """On the console, an error's traceback is left to the log file: the user sees its one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], EXPECTED_ERRORS):
+            return False  # the CLI prints the one line itself
+        return True
+
+
+def _log_to_file(run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / "stmem.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    for name in ("prefect", ""):
+        logging.getLogger(name).addHandler(handler)
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for h in logging.getLogger(name).handlers:
+            if h is not handler:
+                h.addFilter(_OneLineConsole())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "predict":
             return _predict(args)
-        cfg = load_config(args.config, args.overrides)  # fail fast, before Prefect starts
-        from flows.pipeline import STAGE_FLOWS, pipeline
+        from flows.recipes import chain
 
-        if args.command == "run":
-            pipeline(config_path=args.config, overrides=args.overrides)
-        else:
-            STAGE_FLOWS[args.name](config_path=args.config, overrides=args.overrides)
-        _print_summary(cfg.run_dir)
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+        runs = chain(args.config, args.overrides)  # fail fast, before Prefect starts
+        cfg = runs[-1][2]
+        with run_lock(cfg.run_dir):  # refuse at once, before Prefect starts, if another run holds it
+            from flows.pipeline import STAGE_FLOWS, pipeline
+
+            _log_to_file(cfg.run_dir)
+            if args.command == "run":
+                pipeline(config_path=args.config, overrides=args.overrides, force=args.force)
+            else:
+                STAGE_FLOWS[args.name](config_path=args.config, overrides=args.overrides, force=args.force)
+        _print_summary(cfg.run_dir, started)
         return 0
     except EXPECTED_ERRORS as exc:
+        logging.getLogger("stmem").debug("error", exc_info=True)
         print(f"stmem: error: {exc}", file=sys.stderr)
         return 2
 

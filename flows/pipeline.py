@@ -1,57 +1,67 @@
-"""The end-to-end flow and the single-stage flows.
+"""The end-to-end flow and one flow per stage, both derived from ``tasks.graph.GRAPH``.
 
 Stages pass only paths: each task returns its output directory, which the
-next task takes as input. A single-stage flow finds its inputs in the run
-directory, so ``stmem stage train`` re-runs training alone on what the
-earlier stages left there.
+tasks that read it take as input. A stage whose inputs, config and code are
+unchanged is skipped (``tasks/stage.py``). A config that starts from another
+run (``train.init_from: run:NAME``) runs that run first, as a sub-flow.
 """
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
-from stmem.config import Config, load_config
+from flows.recipes import chain
+from stmem.artifacts import MissingArtifactError, run_lock
+from stmem.config import Config
 from stmem.layout import RunLayout
-from tasks import dataset_task, extract_task, ingest_task, kg_task, register_task, train_task
+from tasks.graph import GRAPH, STAGES, downstream, stale
+from tasks.stage import stage_task
 
 
-def _with_retries(cfg: Config, *tasks):
-    return [t.with_options(retries=cfg.run.retries) for t in tasks]
+def run_stages(cfg: Config, force: tuple[str, ...] = ()) -> dict[str, str]:
+    """Every stage of ``cfg`` in dependency order; ``force``: re-run these and all that depend on them."""
+    forced = downstream(force)
+    dirs: dict[str, str] = {}
+    with run_lock(cfg.run_dir):
+        for name, stage in GRAPH.items():
+            dirs[name] = stage_task(cfg, name)(cfg, name, {n: dirs[n] for n in stage.needs}, force=name in forced)
+    return dirs
+
+
+@flow(name="stmem-run", log_prints=True)
+def run_one_config(cfg: Config, force: tuple[str, ...] = ()) -> dict[str, str]:
+    """One run's stages (a sub-flow of the pipeline for each run of a recipe)."""
+    return run_stages(cfg, force)
 
 
 @flow(name="stmem-pipeline", log_prints=True)
-def pipeline(config_path: str | None = None, overrides: list[str] | None = None) -> dict[str, str]:
-    """ingest -> extract -> kg -> dataset -> train -> register."""
-    cfg = load_config(config_path, overrides or [])
-    ingest, extract, kg, dataset, train, register = _with_retries(
-        cfg, ingest_task, extract_task, kg_task, dataset_task, train_task, register_task)
-    out = {"ingest": ingest(cfg)}
-    out["extract"] = extract(cfg, out["ingest"])
-    out["kg"] = kg(cfg, out["extract"])
-    out["dataset"] = dataset(cfg, out["ingest"], out["extract"], out["kg"])
-    out["train"] = train(cfg, out["dataset"], out["kg"])
-    out["register"] = register(cfg, out["train"])
-    return out
+def pipeline(config_path: str | None = None, overrides: list[str] | None = None,
+             force: list[str] | None = None) -> dict[str, str]:
+    """ingest -> extract -> kg -> dataset -> train -> register, after the runs this one starts from."""
+    runs = chain(config_path, overrides or [])
+    for _, _, parent in runs[:-1]:
+        get_run_logger().info("recipe: run '%s' first (%s)", parent.run.name, parent.run_dir)
+        run_one_config.with_options(name=f"stmem-run-{parent.run.name}")(parent)
+    return run_stages(runs[-1][2], tuple(force or ()))
 
 
-def _stage_flow(stage: str, make_args):
-    task = {"ingest": ingest_task, "extract": extract_task, "kg": kg_task, "dataset": dataset_task,
-            "train": train_task, "register": register_task}[stage]
-
-    @flow(name=f"stmem-{stage}", log_prints=True)
-    def run_one(config_path: str | None = None, overrides: list[str] | None = None) -> str:
-        cfg = load_config(config_path, overrides or [])
+def _stage_flow(name: str):
+    @flow(name=f"stmem-{name}", log_prints=True)
+    def run_stage_alone(config_path: str | None = None, overrides: list[str] | None = None,
+                        force: bool = False) -> str:
+        cfg = chain(config_path, overrides or [])[-1][2]
         layout = RunLayout(cfg.run_dir)
-        return task.with_options(retries=cfg.run.retries)(cfg, *make_args(layout))
+        with run_lock(cfg.run_dir):
+            for up in GRAPH[name].needs:  # stale upstream output is refused, never silently reused
+                why = stale(cfg, up)
+                if why:
+                    raise MissingArtifactError(f"stage '{up}' is out of date ({why}); run it again "
+                                               f"(stmem stage {up}) or the pipeline (stmem run)")
+            dirs = {n: str(layout.stage_dir(n)) for n in GRAPH[name].needs}
+            return stage_task(cfg, name)(cfg, name, dirs, force=force)
 
-    run_one.__doc__ = f"Run stage '{stage}' alone from the artifacts already in the run directory."
-    return run_one
+    run_stage_alone.__doc__ = (f"Run stage '{name}' alone on the current outputs of the stages before it "
+                               "(skipped when its output is current, unless forced).")
+    return run_stage_alone
 
 
-STAGE_FLOWS = {
-    "ingest": _stage_flow("ingest", lambda L: ()),
-    "extract": _stage_flow("extract", lambda L: (str(L.stage_dir("ingest")),)),
-    "kg": _stage_flow("kg", lambda L: (str(L.stage_dir("extract")),)),
-    "dataset": _stage_flow("dataset", lambda L: tuple(str(L.stage_dir(s)) for s in ("ingest", "extract", "kg"))),
-    "train": _stage_flow("train", lambda L: (str(L.stage_dir("dataset")), str(L.stage_dir("kg")))),
-    "register": _stage_flow("register", lambda L: (str(L.stage_dir("train")),)),
-}
+STAGE_FLOWS = {name: _stage_flow(name) for name in STAGES}

@@ -1,20 +1,32 @@
-"""Stage outputs on disk: written atomically, described by a manifest.
+"""Stage outputs on disk: written atomically, described by a manifest, keyed by what went in.
 
-Every stage writes into a fresh temporary directory beside its final one and
+Every stage writes into a temporary directory beside its final one and
 renames it into place only when everything is written, so a crash or a bad
-input never leaves a half-written artifact behind. The manifest records what
-went in (file hashes, config hash, code version) and what came out (counts).
+input never leaves a half-written artifact behind. The manifest records
+
+    key          hash of everything the output depends on (input artifacts,
+                 config section, code): equal key, equal output, so the
+                 stage can be skipped
+    inputs       what went in (upstream output digests, file hashes)
+    outputs      sha256 of every file written, so a deleted or altered
+                 artifact is detected before it is reused
+    summary      counts and figures
+
+The temporary directory is named after the key: a run killed mid-stage and
+started again with the same inputs finds it (and the training checkpoints in
+it); a leftover of other inputs is removed.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import functools
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import time
-import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -22,10 +34,20 @@ MANIFEST = "manifest.json"
 
 
 class MissingArtifactError(FileNotFoundError):
-    """An upstream artifact a stage needs is not there."""
+    """An upstream artifact a stage needs is not there, or no longer what its manifest says."""
+
+
+class RunInUseError(RuntimeError):
+    """Another process holds the run directory."""
 
 
 def file_sha256(path: Path) -> str:
+    st = os.stat(path)  # a file hashed once per process unless it changes
+    return _sha256(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -33,8 +55,13 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def digest(obj) -> str:
+    """A short stable hash of a JSON-able value."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def code_version() -> str:
-    """The git commit of the checkout (with '-dirty'), else the package version."""
+    """The git commit of the checkout (with '-dirty'), else the package version; recorded, not keyed."""
     from importlib.metadata import version
 
     here = Path(__file__).resolve().parent
@@ -63,35 +90,69 @@ def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def read_manifest(stage_dir: Path) -> dict | None:
+    p = Path(stage_dir) / MANIFEST
+    try:
+        return read_json(p) if p.is_file() else None
+    except json.JSONDecodeError:
+        return None
+
+
+def hash_outputs(directory: Path) -> dict[str, str]:
+    """sha256 of every file under ``directory`` but the manifest, by relative path."""
+    directory = Path(directory)
+    return {str(p.relative_to(directory)): file_sha256(p) for p in sorted(directory.rglob("*"))
+            if p.is_file() and p.name != MANIFEST}
+
+
+def altered(stage_dir: Path, manifest: dict) -> str | None:
+    """Why ``stage_dir`` no longer holds what its manifest recorded; None when it does."""
+    recorded = manifest.get("outputs")
+    if recorded is None:
+        return "its manifest records no output hashes"
+    for name, sha in recorded.items():
+        p = Path(stage_dir) / name
+        if not p.is_file():
+            return f"{p} was deleted"
+        if file_sha256(p) != sha:
+            return f"{p} was changed"
+    return None
+
+
 @contextlib.contextmanager
-def stage_output(final_dir: Path, *, stage: str, inputs: list[Path], config_hash: str) -> Iterator[tuple[Path, dict]]:
-    """Yield ``(tmp_dir, summary)``; on success move tmp_dir to ``final_dir``.
+def stage_output(final_dir: Path, *, stage: str, key: str, inputs: dict,
+                 config_hash: str, resumable: bool = False) -> Iterator[tuple[Path, dict]]:
+    """Yield ``(tmp_dir, summary)``; on success move tmp_dir to ``final_dir`` with its manifest.
 
     The caller writes its files into ``tmp_dir`` and puts row counts and other
-    figures into ``summary``; they land in ``manifest.json``. On any exception
-    the temporary directory is removed and ``final_dir`` is left as it was.
+    figures into ``summary``. On an exception the temporary directory is
+    removed, unless ``resumable`` (training: its checkpoints are kept for the
+    next attempt with the same key); ``final_dir`` is left as it was.
     """
     final_dir = Path(final_dir)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final_dir.parent / f".{final_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    tmp = final_dir.parent / f".{final_dir.name}.tmp-{key[:16]}"
+    for old in final_dir.parent.glob(f".{final_dir.name}.tmp-*"):
+        if old != tmp or not resumable:  # a killed run's leftover
+            shutil.rmtree(old, ignore_errors=True)
+    tmp.mkdir(exist_ok=True)
     summary: dict = {}
     started = time.time()
     try:
         yield tmp, summary
         manifest = {
-            "stage": stage,
-            "inputs": {str(p): file_sha256(Path(p)) for p in inputs if Path(p).is_file()},
-            "config_hash": config_hash,
+            "stage": stage, "key": key, "inputs": inputs, "config_hash": config_hash,
             "code_version": code_version(),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "seconds": round(time.time() - started, 3),
+            "outputs": hash_outputs(tmp),
             "summary": summary,
         }
         write_json(tmp / MANIFEST, manifest)
         _swap_into_place(tmp, final_dir)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not resumable:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
@@ -100,8 +161,40 @@ def _swap_into_place(tmp: Path, final_dir: Path) -> None:
     # reader sees either the whole old directory or the whole new one.
     old = None
     if final_dir.exists():
-        old = final_dir.parent / f".{final_dir.name}.old-{uuid.uuid4().hex[:8]}"
+        old = final_dir.parent / f".{final_dir.name}.old-{os.getpid()}"
         os.rename(final_dir, old)
     os.rename(tmp, final_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+_HELD: dict[Path, int] = {}  # run directories this process has locked, with the lock file's descriptor
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir`` for this process; another process gets ``RunInUseError`` at once.
+
+    An OS lock (flock): it goes with the process, so a killed run leaves no
+    stale lock. Re-entrant within one process (a flow and its tasks).
+    """
+    run_dir = Path(run_dir).resolve()
+    if run_dir in _HELD:
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise RunInUseError(f"{run_dir}: in use by {holder}; wait for it or use another run.name") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+    _HELD[run_dir] = fd
+    try:
+        yield
+    finally:
+        del _HELD[run_dir]
+        os.close(fd)

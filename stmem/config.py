@@ -30,10 +30,14 @@ class ConfigError(ValueError):
 
 
 class RunConfig(Section):
-    name: str = "demo"
+    # a directory name under root, never a path out of it
+    name: str = Field("demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     root: str = "runs"  # run directory is <root>/<name>
     seed: int = 0
-    retries: int = Field(1, ge=0)  # Prefect retries per stage task
+    retries: int = Field(1, ge=0)  # Prefect retries per stage task, for transient errors only
+    retry_delay: float = Field(2.0, ge=0)  # seconds before the first retry; doubles for each next
+    stage_timeout: dict[Literal["ingest", "extract", "kg", "dataset", "train", "register"],
+                        Annotated[float, Field(gt=0)]] = Field(default_factory=dict)  # seconds; none: no limit
 
 
 class ExtractConfig(Section):
@@ -143,6 +147,11 @@ class ModelConfig(Section):
         return getattr(self.memory, "slots", 0)
 
 
+class Restart(Section):
+    epochs: int = Field(ge=1)
+    lr: float = Field(gt=0)
+
+
 class TrainConfig(Section):
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -170,11 +179,16 @@ class TrainConfig(Section):
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast on CUDA only (an error on CPU); weights stay fp32
     compile: bool = False  # torch.compile the model for the training steps; evaluation runs eagerly
     # Optimizer steps between resumable checkpoints, <out>/checkpoints/step-N/
-    # (only the latest is kept). None: no checkpoints.
-    checkpoint_every: int | None = Field(None, ge=1)
-    # A trained model directory (a train stage's output) to start from instead
-    # of fresh weights: fine-tuning (stmem/init_from.py says what may differ).
+    # (only the latest is kept): a killed run resumes from it. None: none.
+    checkpoint_every: int | None = Field(200, ge=1)
+    # Where to start instead of fresh weights (fine-tuning; stmem/init_from.py
+    # says what may differ): a trained model directory, or "run:NAME", the
+    # model of the run NAME, whose config is NAME.yaml beside this one;
+    # ``stmem run`` runs (or reuses) that run first.
     init_from: str | None = None
+    # Warm restarts: after the epochs above, train again from the best
+    # weights so far with a fresh optimizer and schedule, once per entry.
+    restarts: list[Restart] = Field(default_factory=list)
 
 
 class RegisterConfig(Section):
@@ -210,9 +224,21 @@ class Config(Section):
         return Path(self.run.root) / self.run.name
 
     def section_hash(self, *sections: str) -> str:
-        """Stable hash of the named sections, recorded in stage manifests."""
-        data = {s: getattr(self, s).model_dump(mode="json") for s in sections}
+        """Stable hash of the named sections ("train", or one field: "run.seed"), for stage keys.
+
+        Settings that change how a stage runs but not what it makes
+        (``EXECUTION_ONLY``) are left out, so changing them reuses the output.
+        """
+        data = {}
+        for name in sections:
+            section, _, field = name.partition(".")
+            value = getattr(self, section).model_dump(mode="json")
+            data[name] = value[field] if field else {k: v for k, v in value.items()
+                                                       if f"{section}.{k}" not in EXECUTION_ONLY}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+EXECUTION_ONLY = {"train.progress", "train.num_threads", "train.checkpoint_every"}
 
 
 def _describe(err: ValidationError, source: str) -> str:

@@ -91,6 +91,11 @@ def save(root: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched, 
     return final
 
 
+def has_checkpoint(path: Path) -> bool:
+    root = Path(path)
+    return (root / "state.json").is_file() or any((d / "state.json").is_file() for d in root.glob("step-*"))
+
+
 def latest(path: Path) -> Path:
     """``path`` itself if it is a checkpoint, else the newest one under it (or its ``checkpoints/``)."""
     if (path / "state.json").is_file():

@@ -171,6 +171,34 @@ def fit(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: Path | None = 
     return summary
 
 
+def fit_with_restarts(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: Path | None = None) -> dict:
+    """``fit``, then once per ``train.restarts`` entry again from the best weights so far; resumable.
+
+    Round i (from 1) of n writes its model to ``out_dir/round-i`` (the last to
+    ``out_dir``) and starts from the round before (the first from
+    ``train.init_from``): a fresh optimizer and schedule, the same data. Run
+    again on the same ``out_dir`` after a crash, it skips finished rounds and
+    resumes the unfinished one from its latest checkpoint.
+    """
+    out_dir = Path(out_dir)
+    rounds = [(cfg.train.epochs, cfg.train.lr)] + [(r.epochs, r.lr) for r in cfg.train.restarts]
+    start, summary = cfg.train.init_from, {}
+    for i, (epochs, lr) in enumerate(rounds, 1):
+        d = out_dir if i == len(rounds) else out_dir / f"round-{i}"
+        if d != out_dir and (d / "eval.json").is_file():
+            start = str(d)  # finished before a crash
+            continue
+        if len(rounds) > 1:
+            print(f"round {i}/{len(rounds)}: {epochs} epochs at lr {lr:g} from {start or 'fresh weights'}", flush=True)
+        train = cfg.train.model_copy(update={"epochs": epochs, "lr": lr, "init_from": start})
+        resume_from = d if resume.has_checkpoint(d / CHECKPOINTS) else None
+        summary = fit(cfg.model_copy(update={"train": train}), dataset_dir=dataset_dir, out_dir=d, kg_dir=kg_dir,
+                      resume_from=resume_from)
+        shutil.rmtree(d / CHECKPOINTS, ignore_errors=True)  # a finished round needs none
+        start = str(d)
+    return summary
+
+
 def end_of_epoch(state: LoopState, model: MemoryQA, val: list[dict], evaluate, epoch_loss: float,
                  tc: TrainConfig, device: torch.device) -> bool:
     """Validate, record the epoch, keep the best weights; True when training should stop.

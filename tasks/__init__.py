@@ -1,13 +1,7 @@
-"""Prefect tasks: one per stage, each a thin wrapper of one library call.
+"""The pipeline's stages: ``graph.py`` declares them, ``stage.py`` runs any of them as a Prefect task.
 
-A task takes the config and its input stage directories and returns its
-output directory (a string path) — never DataFrames, tensors or models.
+Each ``tasks/<stage>.py`` holds the stage's ``build(cfg, inputs, out)``: one
+library call from config and input directories to files in ``out`` (never
+DataFrames, tensors or models between stages). Libraries are imported inside
+``build``, so a command imports only the stages it runs.
 """
-from tasks.ingest import ingest_task
-from tasks.extract import extract_task
-from tasks.kg import kg_task
-from tasks.dataset import dataset_task
-from tasks.train import train_task
-from tasks.register import register_task
-
-__all__ = ["ingest_task", "extract_task", "kg_task", "dataset_task", "train_task", "register_task"]

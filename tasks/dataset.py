@@ -1,18 +1,13 @@
 from pathlib import Path
 
 from stmem.config import Config
-from stmem.dataset import build_dataset
-from tasks.stage import run_stage, stage_task
 
 
-@stage_task("dataset")
-def dataset_task(cfg: Config, corpus_dir: str, extract_dir: str, kg_dir: str) -> str:
+def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
     """Corpus + mentions + entity index -> tokenised, segmented Parquet examples."""
-    corpus = Path(corpus_dir) / "corpus.parquet"
-    mentions = Path(extract_dir) / "mentions.parquet"
-    entity_index = Path(kg_dir) / "entity_index.parquet"
-    return run_stage(cfg, "dataset", inputs={corpus: "ingest", mentions: "extract", entity_index: "kg"},
-                     sections=("dataset",),
-                     work=lambda out: build_dataset(corpus_path=corpus, mentions_path=mentions,
-                                                    entity_index_path=entity_index, out_dir=out,
-                                                    **cfg.dataset.model_dump()))
+    from stmem.dataset import build_dataset
+
+    return build_dataset(corpus_path=inputs["ingest"] / "corpus.parquet",
+                         mentions_path=inputs["extract"] / "mentions.parquet",
+                         entity_index_path=inputs["kg"] / "entity_index.parquet", out_dir=out,
+                         **cfg.dataset.model_dump())

@@ -1,13 +1,10 @@
 from pathlib import Path
 
-from kg_pipeline import extract
 from stmem.config import Config
-from tasks.stage import run_stage, stage_task
 
 
-@stage_task("extract")
-def extract_task(cfg: Config, corpus_dir: str) -> str:
+def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
     """``corpus.parquet`` -> ``mentions.parquet`` + ``triples.parquet`` (spaCy)."""
-    corpus = Path(corpus_dir) / "corpus.parquet"
-    return run_stage(cfg, "extract", inputs={corpus: "ingest"}, sections=("extract",),
-                     work=lambda out: extract(corpus_path=corpus, out_dir=out, **cfg.extract.model_dump()))
+    from kg_pipeline.extract import extract
+
+    return extract(corpus_path=inputs["ingest"] / "corpus.parquet", out_dir=out, **cfg.extract.model_dump())

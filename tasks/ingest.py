@@ -1,10 +1,10 @@
+from pathlib import Path
+
 from stmem.config import Config
-from corpora import ingest
-from tasks.stage import run_stage, stage_task
 
 
-@stage_task("ingest")
-def ingest_task(cfg: Config) -> str:
-    """Input corpus (demo generator or bAbI files) -> ``corpus/corpus.parquet``."""
-    return run_stage(cfg, "ingest", inputs={}, sections=("corpus", "run"),
-                     work=lambda out: ingest(cfg.corpus, out / "corpus.parquet", seed=cfg.run.seed))
+def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
+    """Input corpus (a generator or bAbI-format files) -> ``corpus.parquet``."""
+    from corpora import ingest
+
+    return ingest(cfg.corpus, out / "corpus.parquet", seed=cfg.run.seed)

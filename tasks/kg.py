@@ -1,18 +1,19 @@
 from pathlib import Path
 
-from kg_pipeline import train_kg
-from kg_pipeline.kg import external_kg_files
 from stmem.config import Config
-from tasks.stage import run_stage, stage_task
 
 
-@stage_task("kg")
-def kg_task(cfg: Config, extract_dir: str) -> str:
+def external_files(cfg: Config) -> list[Path]:
+    """The external KG's files: part of the stage's key, so an edited KG re-runs it."""
+    if not cfg.kg.external_kg:
+        return []
+    from kg_pipeline.kg import external_kg_files
+
+    return external_kg_files(Path(cfg.kg.external_kg))
+
+
+def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
     """Triples (+ external KG) -> PyKEEN entity embeddings, index and metrics."""
-    triples = Path(extract_dir) / "triples.parquet"
-    inputs = {triples: "extract"}
-    if cfg.kg.external_kg:
-        for f in external_kg_files(Path(cfg.kg.external_kg)):
-            inputs[f] = "kg"  # external_kg_files already checked it exists; listed so the manifest hashes it
-    return run_stage(cfg, "kg", inputs=inputs, sections=("kg",),
-                     work=lambda out: train_kg(triples_path=triples, out_dir=out, **cfg.kg.model_dump()))
+    from kg_pipeline.kg import train_kg
+
+    return train_kg(triples_path=inputs["extract"] / "triples.parquet", out_dir=out, **cfg.kg.model_dump())

@@ -2,9 +2,6 @@ import json
 from pathlib import Path
 
 from stmem.config import Config
-from stmem.layout import RunLayout
-from serving.registry import default_tracking_uri, register_model
-from tasks.stage import run_stage, stage_task
 
 
 def _metrics(train_dir: Path, kg_dir: Path) -> dict:
@@ -19,23 +16,19 @@ def _metrics(train_dir: Path, kg_dir: Path) -> dict:
     }
 
 
-@stage_task("register")
-def register_task(cfg: Config, train_dir: str) -> str:
+def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
     """Checkpoint + metrics -> MLflow run, registered pyfunc, champion/challenger alias."""
-    layout = RunLayout(cfg.run_dir)
-    train, kg = Path(train_dir), layout.stage_dir("kg")
-    inputs = {train / "model.safetensors": "train", train / "eval.json": "train", kg / "kg_metrics.json": "kg"}
-    manifests = [layout.stage_dir(s) / "manifest.json" for s in ("ingest", "extract", "kg", "dataset", "train")]
+    from serving.registry import default_tracking_uri, register_model
+    from stmem.layout import RunLayout
 
-    def work(out: Path) -> dict:
-        result = register_model(
-            checkpoint_dir=train, tracking_uri=cfg.register.tracking_uri or default_tracking_uri(cfg.run_dir),
-            experiment=cfg.register.experiment, model_name=cfg.register.model_name, metric=cfg.register.metric,
-            params=cfg.model_dump(mode="json"), metrics=_metrics(train, kg),
-            artifacts=[p for p in manifests if p.exists()] + [kg / "kg_metrics.json", train / "eval.json"],
-            artifact_root=layout.mlflow_artifacts,
-        )
-        (out / "registration.json").write_text(json.dumps(result, indent=2) + "\n")
-        return result
-
-    return run_stage(cfg, "register", inputs=inputs, sections=("register",), work=work)
+    train, kg = inputs["train"], inputs["kg"]
+    manifests = [inputs[s] / "manifest.json" for s in ("ingest", "extract", "kg", "dataset", "train")]
+    result = register_model(
+        checkpoint_dir=train, tracking_uri=cfg.register.tracking_uri or default_tracking_uri(cfg.run_dir),
+        experiment=cfg.register.experiment, model_name=cfg.register.model_name, metric=cfg.register.metric,
+        params=cfg.model_dump(mode="json"), metrics=_metrics(train, kg),
+        artifacts=manifests + [kg / "kg_metrics.json", train / "eval.json"],
+        artifact_root=RunLayout(cfg.run_dir).mlflow_artifacts,
+    )
+    (out / "registration.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result

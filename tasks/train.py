@@ -1,18 +1,25 @@
 from pathlib import Path
 
 from stmem.config import Config
-from stmem.train import fit
-from tasks.stage import run_stage, stage_task
+
+START_MODEL_FILES = ("model.safetensors", "model_config.json", "tokenizer.json")  # its tokens map by string
 
 
-@stage_task("train")
-def train_task(cfg: Config, dataset_dir: str, kg_dir: str) -> str:
-    """Examples + KG embeddings -> checkpoint (safetensors + JSON) and ``eval.json``."""
-    ds, kg = Path(dataset_dir), Path(kg_dir)
-    inputs = {ds / f"{s}.parquet": "dataset" for s in ("train", "val", "test")}
-    inputs[kg / "entity_embeddings.safetensors"] = "kg"
-    if cfg.train.init_from:  # fine-tuning: the starting model is an input too, hashed in the manifest
-        for f in ("model.safetensors", "model_config.json", "tokenizer.json"):  # its tokens map by string
-            inputs[Path(cfg.train.init_from) / f] = "train"
-    return run_stage(cfg, "train", inputs=inputs, sections=("model", "train", "run", "corpus"),
-                     work=lambda out: fit(cfg, dataset_dir=ds, kg_dir=kg, out_dir=out))
+def start_model(cfg: Config) -> list[Path]:
+    """The model fine-tuning starts from (``train.init_from``, resolved): part of the key."""
+    if not cfg.train.init_from:
+        return []
+    d = Path(cfg.train.init_from)
+    missing = [f for f in START_MODEL_FILES if not (d / f).is_file()]
+    if missing:
+        from stmem.artifacts import MissingArtifactError
+
+        raise MissingArtifactError(f"train.init_from: {d} has no {', '.join(missing)}; train that model first")
+    return [d / f for f in START_MODEL_FILES]
+
+
+def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
+    """Examples + KG embeddings -> checkpoint (safetensors + JSON), ``eval.json``; resumes in ``out``."""
+    from stmem.train import fit_with_restarts
+
+    return fit_with_restarts(cfg, dataset_dir=inputs["dataset"], kg_dir=inputs["kg"], out_dir=out)

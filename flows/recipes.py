@@ -1,0 +1,56 @@
+"""Recipes: a config whose ``train.init_from`` is ``run:NAME`` starts from the model of run NAME.
+
+The parent's config is ``NAME.yaml`` beside the child's (its ``run.name``
+must be NAME). The child's ``--set`` options that say where and how to run,
+not what to make (``INHERITED``), apply to the parent too; a seed given to
+the child does not: the models a chain starts from are trained once.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from stmem.config import Config, ConfigError, load_config
+
+PREFIX = "run:"
+INHERITED = ("run.root", "train.num_threads", "train.progress", "train.device", "train.checkpoint_every")
+
+
+def parent_of(config_path: str | None, overrides: list[str], cfg: Config) -> tuple[str, list[str]] | None:
+    """``(parent config path, parent overrides)`` when ``cfg`` starts from another run, else None."""
+    start = cfg.train.init_from
+    if not start or not start.startswith(PREFIX):
+        return None
+    name = start[len(PREFIX):]
+    if config_path is None:
+        raise ConfigError(f"train.init_from: {start!r} needs a config file: {name}.yaml is looked up beside it")
+    path = Path(config_path).parent / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"train.init_from: {start!r}: no {path} to make that run")
+    inherited = [o for o in overrides if o.split("=", 1)[0].strip() in INHERITED]
+    parent = load_config(path, inherited)
+    if parent.run.name != name:
+        raise ConfigError(f"train.init_from: {start!r}: {path} makes run '{parent.run.name}', not '{name}'")
+    return str(path), inherited
+
+
+def chain(config_path: str | None, overrides: list[str]) -> list[tuple[str | None, list[str], Config]]:
+    """The runs to make, parents first, ending with this config's; each with its resolved config."""
+    out: list[tuple[str | None, list[str], Config]] = []
+    seen: set[str] = set()
+    path, over = config_path, list(overrides)
+    while True:
+        cfg = load_config(path, over)
+        if cfg.run.name in seen:
+            raise ConfigError(f"train.init_from: run '{cfg.run.name}' starts, through its parents, from itself")
+        seen.add(cfg.run.name)
+        out.insert(0, (path, over, cfg))
+        parent = parent_of(path, over, cfg)
+        if parent is None:
+            break
+        path, over = parent
+    # each child starts from its parent's trained model
+    for i in range(1, len(out)):
+        path, over, cfg = out[i]
+        start = str(out[i - 1][2].run_dir / "train")
+        out[i] = (path, over, cfg.model_copy(update={"train": cfg.train.model_copy(update={"init_from": start})}))
+    return out
