@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("name", choices=STAGES)
     st.add_argument("--force", action="store_true", help="re-run it even if its output is current")
     _config_args(st)
+    dp = sub.add_parser("deploy", help="serve a scheduled Prefect deployment (needs PREFECT_API_URL)")
+    _config_args(dp)
+    when = dp.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", help="a cron expression, e.g. '0 3 * * *'")
+    when.add_argument("--interval", type=float, metavar="SECONDS", help="run every SECONDS")
+    dp.add_argument("--stage", choices=STAGES, help="deploy this one stage instead of the whole pipeline")
     pr = sub.add_parser("predict", help="answer a question with a registered model")
     pr.add_argument("--model", required=True, help="MLflow model URI, e.g. models:/stmem-demo@champion")
     pr.add_argument("--context", required=True, type=Path, help="text file, one sentence per line")
@@ -99,19 +105,18 @@ class _OneLineConsole(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], EXPECTED_ERRORS):
             return False  # the CLI prints the one line itself
-        return True
+        # a failed task's or flow's final state repeats its error
+        return not str(record.msg).startswith("Finished in state Failed")
 
 
 def _log_to_file(run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(run_dir / "stmem.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    for name in ("prefect", ""):
-        logging.getLogger(name).addHandler(handler)
-    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
-        for h in logging.getLogger(name).handlers:
-            if h is not handler:
-                h.addFilter(_OneLineConsole())
+    root = logging.getLogger()  # Prefect's loggers propagate to it; its console handler is there
+    for h in root.handlers:
+        h.addFilter(_OneLineConsole())
+    root.addHandler(handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "predict":
             return _predict(args)
+        if args.command == "deploy":
+            from flows.deploy import deploy
+
+            deploy(args.config, args.overrides, cron=args.cron, interval=args.interval, stage=args.stage)
+            return 0
         from flows.recipes import chain
 
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -103,7 +103,11 @@ def fit(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: Path | None = 
     sched = get_cosine_schedule_with_warmup(opt, int(tc.warmup_ratio * total), total)
     state = LoopState(order=list(range(len(train))))
     if resume_from is not None:
-        state = resume.load(resume.latest(Path(resume_from)), model, opt, sched, shuffler, ranks, cfg.model, tc)
+        ckpt = resume.latest(Path(resume_from))
+        state = resume.load(ckpt, model, opt, sched, shuffler, ranks, cfg.model, tc)
+        if ranks.main:
+            print(f"resumed from {ckpt} at optimizer step {state.global_step} (epoch {state.epoch}, "
+                  f"step {state.step})", flush=True)
     train_model = ranks.wrap(torch.compile(model) if tc.compile else model)
     # bf16 for the training steps only: evaluation runs in fp32, as inference does.
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if tc.precision == "bf16" else contextlib.nullcontext()

@@ -33,6 +33,16 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 TINY_CONFIG = REPO / "tests" / "tiny.yaml"
 
 
+def stmem_cli(*args: str, timeout: int = 300, env: dict | None = None) -> "subprocess.CompletedProcess":
+    """``stmem ARGS`` in a fresh process, as a user runs it."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
 def shared_data(*parts: str) -> Path:
     """A path under ../shared/data; a missing data set fails the test that needs it, never skips it silently."""
     p = SHARED_DATA.joinpath(*parts)

@@ -18,14 +18,9 @@ from serving.registry import default_tracking_uri
 from stmem.checkpoint import load_checkpoint
 from stmem.dataset import EXAMPLE_SCHEMA, load_tokenizer
 from stmem.evaluate import predict_answers
-from stmem.layout import STAGES, RunLayout
-from tests.conftest import REPO, TINY_CONFIG
-
-
-def stmem_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+from stmem.layout import RunLayout
+from tasks.graph import GRAPH, STAGES
+from tests.conftest import TINY_CONFIG, stmem_cli
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +71,10 @@ def test_every_stage_wrote_its_artifacts_with_schemas(run_dir):
 
     for stage in STAGES:
         m = json.loads((L.stage_dir(stage) / "manifest.json").read_text())
-        assert m["stage"] == stage and m["code_version"] and m["config_hash"]
-    # nothing half-written or left over from the atomic renames
-    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]
+        assert m["stage"] == stage and m["code_version"] and m["config_hash"] and m["key"]
+        assert set(m["outputs"]) >= set(GRAPH[stage].writes)
+    # nothing half-written or left over from the atomic renames (.lock is the run's lock file)
+    assert [p.name for p in run_dir.iterdir() if p.name.startswith(".")] == [".lock"]
 
 
 def test_model_is_registered_as_champion_and_loads_in_a_fresh_process(run_dir):
@@ -133,5 +129,6 @@ def test_predict_cli_answers(run_dir, tmp_path):
 def test_stage_without_upstream_artifacts_fails_clearly(tmp_path):
     res = stmem_cli("stage", "train", "--config", str(TINY_CONFIG), "--set", f"run.root={tmp_path}")
     assert res.returncode == 2
-    assert "missing; run stage 'dataset' first" in res.stderr
+    assert res.stderr.splitlines()[-2] == f"stmem: error: stage 'dataset' is out of date ({tmp_path / 'tiny' / 'dataset'} " \
+                                 "has no output); run it again (stmem stage dataset) or the pipeline (stmem run)"
     assert not (tmp_path / "tiny" / "train").exists()

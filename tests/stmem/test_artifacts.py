@@ -1,34 +1,85 @@
 import json
+import multiprocessing as mp
 
 import pytest
 
-from stmem.artifacts import MissingArtifactError, require, stage_output
+from stmem.artifacts import MissingArtifactError, RunInUseError, altered, read_manifest, require, run_lock, stage_output
 
 
 def test_stage_output_publishes_whole_directory_with_manifest(tmp_path):
-    src = tmp_path / "input.txt"
-    src.write_text("x")
     final = tmp_path / "run" / "stage"
-    with stage_output(final, stage="s", inputs=[src], config_hash="abc") as (tmp, summary):
+    with stage_output(final, stage="s", key="k1", inputs={"files": {"x": "1"}}, config_hash="abc") as (tmp, summary):
         (tmp / "a.txt").write_text("a")
         summary["rows"] = 1
         assert not final.exists()  # nothing visible until the end
     manifest = json.loads((final / "manifest.json").read_text())
-    assert manifest["summary"] == {"rows": 1} and manifest["config_hash"] == "abc"
-    assert list(manifest["inputs"].values())[0].startswith("2d711642")  # sha256 of "x"
+    assert manifest["summary"] == {"rows": 1} and manifest["config_hash"] == "abc" and manifest["key"] == "k1"
+    assert manifest["outputs"] == {"a.txt": "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"}  # sha256("a")
     assert (final / "a.txt").read_text() == "a"
 
 
 def test_failure_leaves_previous_output_and_no_temp_dirs(tmp_path):
     final = tmp_path / "stage"
-    with stage_output(final, stage="s", inputs=[], config_hash="1") as (tmp, _):
+    with stage_output(final, stage="s", key="1", inputs={}, config_hash="1") as (tmp, _):
         (tmp / "a.txt").write_text("old")
     with pytest.raises(RuntimeError):
-        with stage_output(final, stage="s", inputs=[], config_hash="2") as (tmp, _):
+        with stage_output(final, stage="s", key="2", inputs={}, config_hash="2") as (tmp, _):
             (tmp / "a.txt").write_text("half-written")
             raise RuntimeError("crash")
     assert (final / "a.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stage"]
+
+
+def test_resumable_output_keeps_its_work_for_the_same_key_only(tmp_path):
+    final = tmp_path / "train"
+    with pytest.raises(RuntimeError):
+        with stage_output(final, stage="t", key="same", inputs={}, config_hash="c", resumable=True) as (tmp, _):
+            (tmp / "checkpoint").write_text("step 7")
+            raise RuntimeError("killed")
+    with stage_output(final, stage="t", key="same", inputs={}, config_hash="c", resumable=True) as (tmp, _):
+        assert (tmp / "checkpoint").read_text() == "step 7"  # the second attempt finds the first's work
+    with pytest.raises(RuntimeError):
+        with stage_output(final, stage="t", key="other", inputs={}, config_hash="c", resumable=True) as (tmp, _):
+            (tmp / "checkpoint").write_text("of other inputs")
+            raise RuntimeError("killed")
+    with stage_output(final, stage="t", key="third", inputs={}, config_hash="c", resumable=True) as (tmp, _):
+        assert not (tmp / "checkpoint").exists()  # another key's leftover is removed, not resumed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train"]
+
+
+def test_altered_names_a_changed_or_deleted_output(tmp_path):
+    final = tmp_path / "stage"
+    with stage_output(final, stage="s", key="k", inputs={}, config_hash="c") as (tmp, _):
+        (tmp / "a.txt").write_text("a")
+        (tmp / "b.txt").write_text("b")
+    assert altered(final, read_manifest(final)) is None
+    (final / "a.txt").write_text("edited")
+    assert altered(final, read_manifest(final)) == f"{final / 'a.txt'} was changed"
+    (final / "a.txt").write_text("a")
+    (final / "b.txt").unlink()
+    assert altered(final, read_manifest(final)) == f"{final / 'b.txt'} was deleted"
+
+
+def _hold(run_dir, ready, release):
+    with run_lock(run_dir):
+        ready.set()
+        release.wait(30)
+
+
+def test_run_lock_refuses_a_second_process_and_goes_with_the_first(tmp_path):
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold, args=(tmp_path, ready, release))
+    holder.start()
+    assert ready.wait(60)
+    with pytest.raises(RunInUseError, match=f"in use by pid {holder.pid}"):
+        with run_lock(tmp_path):
+            pass
+    holder.kill()  # a killed holder leaves no stale lock
+    holder.join()
+    with run_lock(tmp_path):
+        with run_lock(tmp_path):  # re-entrant in one process
+            pass
 
 
 def test_require_names_the_stage(tmp_path):

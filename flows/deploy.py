@@ -1,0 +1,29 @@
+"""``stmem deploy``: serve a Prefect deployment of the pipeline (or of one stage) on a schedule.
+
+It registers the deployment with the Prefect server in ``PREFECT_API_URL``
+and runs its scheduled (and manually triggered) flow runs in this process,
+in the foreground until stopped: Prefect's ``flow.serve``. The production
+route, a work pool and workers, is ``prefect.yaml`` (docs/operations.md).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from stmem.config import ConfigError, load_config
+
+
+def deploy(config_path: str | None, overrides: list[str], *, cron: str | None = None,
+           interval: float | None = None, stage: str | None = None) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise ConfigError("stmem deploy needs a Prefect server: start one (prefect server start --host 127.0.0.1) "
+                          "and set PREFECT_API_URL, e.g. http://127.0.0.1:4200/api (docs/operations.md)")
+    cfg = load_config(config_path, overrides)  # a bad config fails now, not at the first scheduled run
+    from flows.pipeline import STAGE_FLOWS, pipeline
+
+    target = pipeline if stage is None else STAGE_FLOWS[stage]
+    name = cfg.run.name if stage is None else f"{cfg.run.name}-{stage}"
+    # the config by absolute path: scheduled runs do not depend on this shell's directory
+    params = {"config_path": str(Path(config_path).resolve()) if config_path else None, "overrides": list(overrides)}
+    target.serve(name=name, cron=cron, interval=interval, parameters=params, print_starting_message=True)
