@@ -55,6 +55,8 @@ class CorpusConfig(Section):
     path: str | None = None
     tasks: list[str] = Field(default_factory=lambda: ["qa1"])  # babi task ids
     val_fraction: float = Field(0.1, gt=0, lt=1)  # held out of the train file
+    # a longer line in an input file is refused at ingestion, naming file and line
+    max_line_chars: int = Field(100_000, ge=1)
     demo: DemoCorpusConfig = DemoCorpusConfig()
     babilong: BabilongConfig = BabilongConfig()
     countries: CountriesConfig = CountriesConfig()

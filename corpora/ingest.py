@@ -18,7 +18,8 @@ def ingest(cfg: CorpusConfig, out_path: Path, *, seed: int = 0) -> dict:
     elif cfg.format == "countries":
         stories = generate_countries_stories(countries_dir=cfg.path, **cfg.countries.model_dump())
     else:
-        stories = read_babi(cfg.path, cfg.tasks, val_fraction=cfg.val_fraction, seed=seed)
+        stories = read_babi(cfg.path, cfg.tasks, val_fraction=cfg.val_fraction, seed=seed,
+                            max_line_chars=cfg.max_line_chars)
         if cfg.format == "babilong":
             stories = add_distractors(stories, **cfg.babilong.model_dump())
     return write_corpus(stories, out_path)

@@ -172,7 +172,7 @@ def _get_or_create_experiment(client, name: str, artifact_root: Path | None) -> 
 
 def register_model(*, checkpoint_dir: Path, tracking_uri: str, experiment: str, model_name: str, metric: str,
                    params: dict, metrics: dict, artifacts: Iterable[Path] = (),
-                   artifact_root: Path | None = None, tags: dict[str, str] | None = None) -> dict:
+                   artifact_root: Path | None = None, run_id: str | None = None) -> dict:
     """Log a run with the pyfunc model, register it, and update the aliases.
 
     ``params``/``metrics`` may be nested (keys flattened with dots); params are
@@ -180,8 +180,8 @@ def register_model(*, checkpoint_dir: Path, tracking_uri: str, experiment: str, 
     flattened metric keys; it decides promotion. ``artifacts`` (files) are
     logged under ``stage_artifacts/<parent dir name>/``. ``artifact_root`` is
     the artifact location of a *new* experiment (e.g. ``<run_dir>/mlartifacts``);
-    leave it None with a tracking server that proxies artifacts. ``tags`` go
-    on the MLflow run (where it came from: commit, parent run, flow run).
+    leave it None with a tracking server that proxies artifacts. ``run_id``:
+    an existing run to add all this to (the one training opened), else a new run.
 
     Returns ``{"run_id", "model_uri", "version", "alias", "champion_version",
     "metric"}``. Not atomic across concurrent registrations of one model.
@@ -219,11 +219,10 @@ def register_model(*, checkpoint_dir: Path, tracking_uri: str, experiment: str, 
         root = Path(__file__).resolve().parent.parent
         code_paths = [str(root / pkg) for pkg in ("serving", "stmem", "corpora", "kg_pipeline")]
 
-        with mlflow.start_run(experiment_id=experiment_id) as run:
+        with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id) as run:
+            existing = run_id is not None
             run_id = run.info.run_id
-            if tags:
-                mlflow.set_tags(tags)
-            if param_values:
+            if param_values and not existing:  # training logged them
                 mlflow.log_params(param_values)
             if metric_values:
                 mlflow.log_metrics(metric_values)

@@ -119,6 +119,11 @@ def altered(stage_dir: Path, manifest: dict) -> str | None:
     return None
 
 
+def work_dir(final_dir: Path, key: str) -> Path:
+    """Where the output of ``key`` is written before it is renamed to ``final_dir``."""
+    return Path(final_dir).parent / f".{Path(final_dir).name}.tmp-{key[:16]}"
+
+
 @contextlib.contextmanager
 def stage_output(final_dir: Path, *, stage: str, key: str, inputs: dict,
                  config_hash: str, resumable: bool = False) -> Iterator[tuple[Path, dict]]:
@@ -131,7 +136,7 @@ def stage_output(final_dir: Path, *, stage: str, key: str, inputs: dict,
     """
     final_dir = Path(final_dir)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final_dir.parent / f".{final_dir.name}.tmp-{key[:16]}"
+    tmp = work_dir(final_dir, key)
     for old in final_dir.parent.glob(f".{final_dir.name}.tmp-*"):
         if old != tmp or not resumable:  # a killed run's leftover
             shutil.rmtree(old, ignore_errors=True)

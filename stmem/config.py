@@ -186,6 +186,9 @@ class TrainConfig(Section):
     # model of the run NAME, whose config is NAME.yaml beside this one;
     # ``stmem run`` runs (or reuses) that run first.
     init_from: str | None = None
+    # Processes that train together (DDP through torchrun on this machine:
+    # gloo on CPU, nccl with one GPU each); 1: this process.
+    processes: int = Field(1, ge=1)
     # Warm restarts: after the epochs above, train again from the best
     # weights so far with a fresh optimizer and schedule, once per entry.
     restarts: list[Restart] = Field(default_factory=list)

@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import copy
 import json
+import os
 import math
 import random
 import shutil
@@ -68,13 +69,14 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
 
 
 def fit(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: Path | None = None,
-        resume_from: Path | None = None, on_step: Callable[[int], None] | None = None) -> dict:
+        resume_from: Path | None = None, on_step: Callable[[int], None] | None = None,
+        on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train, keep the best validation epoch, write the checkpoint, ``eval.json`` and ``history.json``.
 
     ``resume_from``: a ``checkpoints/step-N`` directory, or a directory holding
     them, whose latest is taken. ``on_step(global_step)`` runs after every
     optimizer step and any checkpoint written at it; raising from it stops
-    training. Under torchrun every rank trains; only rank 0 evaluates, writes
+    training. ``on_epoch(row)`` gets each epoch's history row (rank 0). Under torchrun every rank trains; only rank 0 evaluates, writes
     and returns the summary, the others return ``{}``.
     """
     tc, dataset_dir, out_dir = cfg.train, Path(dataset_dir), Path(out_dir)
@@ -159,6 +161,8 @@ def fit(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: Path | None = 
         state.step = 0
         loss_sum, count = ranks.sum(sum(state.losses), len(state.losses))
         stop = ranks.main and end_of_epoch(state, model, splits["val"], evaluate, loss_sum / count, tc, device)
+        if ranks.main and on_epoch is not None:
+            on_epoch(state.history[-1])
         if ranks.agree(stop):
             break
     state.seconds += time.time() - started
@@ -175,14 +179,17 @@ def fit(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: Path | None = 
     return summary
 
 
-def fit_with_restarts(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: Path | None = None) -> dict:
+def fit_with_restarts(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: Path | None = None,
+                      on_epoch: Callable[[dict], None] | None = None) -> dict:
     """``fit``, then once per ``train.restarts`` entry again from the best weights so far; resumable.
 
     Round i (from 1) of n writes its model to ``out_dir/round-i`` (the last to
     ``out_dir``) and starts from the round before (the first from
     ``train.init_from``): a fresh optimizer and schedule, the same data. Run
     again on the same ``out_dir`` after a crash, it skips finished rounds and
-    resumes the unfinished one from its latest checkpoint.
+    resumes the unfinished one from its latest checkpoint. The last round's
+    checkpoints stay in ``out_dir/checkpoints`` for the caller to drop.
+    ``on_epoch`` gets each epoch's history row with ``round`` added.
     """
     out_dir = Path(out_dir)
     rounds = [(cfg.train.epochs, cfg.train.lr)] + [(r.epochs, r.lr) for r in cfg.train.restarts]
@@ -196,9 +203,11 @@ def fit_with_restarts(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: 
             print(f"round {i}/{len(rounds)}: {epochs} epochs at lr {lr:g} from {start or 'fresh weights'}", flush=True)
         train = cfg.train.model_copy(update={"epochs": epochs, "lr": lr, "init_from": start})
         resume_from = d if resume.has_checkpoint(d / CHECKPOINTS) else None
+        report = None if on_epoch is None else (lambda row, i=i: on_epoch({**row, "round": i}))
         summary = fit(cfg.model_copy(update={"train": train}), dataset_dir=dataset_dir, out_dir=d, kg_dir=kg_dir,
-                      resume_from=resume_from)
-        shutil.rmtree(d / CHECKPOINTS, ignore_errors=True)  # a finished round needs none
+                      resume_from=resume_from, on_epoch=report)
+        if d != out_dir:
+            shutil.rmtree(d / CHECKPOINTS, ignore_errors=True)  # a finished round needs none
         start = str(d)
     return summary
 
@@ -247,23 +256,50 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m stmem.train", description="Train MemoryQA on a dataset directory "
                                  "(one process, or one per device under torchrun --nproc_per_node=N -m stmem.train).")
     ap.add_argument("--dataset-dir", type=Path, required=True, help="the dataset stage's output")
-    ap.add_argument("--out-dir", type=Path, required=True, help="checkpoint, eval.json and checkpoints/ go here")
+    ap.add_argument("--out-dir", type=Path, required=True, help="the model, eval.json and history.json go here")
     ap.add_argument("--kg-dir", type=Path, help="the KG stage's output (needed when model.kg_fusion is on)")
     ap.add_argument("--config", help="YAML config; its model, train, run.seed, corpus.word_classes and "
                     "extract.spacy_model are used")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override one config value, e.g. --set train.epochs=5 (repeatable)")
-    ap.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
-                    help="continue from a checkpoints/step-N directory; without a value, the latest in --out-dir")
+    ap.add_argument("--in-place", action="store_true", help="write into --out-dir as it is (the pipeline's train "
+                    "stage, which publishes it); otherwise the output is written atomically with a manifest")
     args = ap.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as err:
         ap.error(str(err))
-    resume_from = None if args.resume is None else Path(args.resume or args.out_dir)
-    summary = fit(cfg, dataset_dir=args.dataset_dir, out_dir=args.out_dir, kg_dir=args.kg_dir, resume_from=resume_from)
+    if args.in_place:
+        summary = fit_with_restarts(cfg, dataset_dir=args.dataset_dir, out_dir=args.out_dir, kg_dir=args.kg_dir)
+    else:
+        summary = _fit_published(cfg, args.dataset_dir, args.out_dir, args.kg_dir)
     if summary:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
+
+
+def _fit_published(cfg: Config, dataset_dir: Path, out_dir: Path, kg_dir: Path | None) -> dict:
+    """Train into a temporary directory named after the inputs, then rename it to ``out_dir`` with a manifest.
+
+    Killed and run again with the same inputs and config, it resumes from the
+    temporary directory's checkpoints. Under torchrun rank 0 publishes.
+    """
+    from stmem.artifacts import digest, file_sha256, stage_output, work_dir
+
+    files = [dataset_dir / f for f in ("train.parquet", "val.parquet", "test.parquet", TOKENIZER)]
+    if kg_dir is not None and cfg.model.kg_fusion:
+        files += [Path(kg_dir) / f for f in ("entity_embeddings.safetensors", ENTITY_INDEX)]
+    if cfg.train.init_from:
+        files += [Path(cfg.train.init_from) / f for f in ("model.safetensors", "model_config.json", TOKENIZER)]
+    inputs = {"files": {str(f): file_sha256(f) for f in files},
+              "config": cfg.section_hash("model", "train", "run.seed", "corpus.word_classes", "extract.spacy_model")}
+    key = digest({"stage": "train", **inputs})
+    if int(os.environ.get("RANK", "0")) != 0:
+        return fit_with_restarts(cfg, dataset_dir=dataset_dir, out_dir=work_dir(out_dir, key), kg_dir=kg_dir)
+    with stage_output(out_dir, stage="train", key=key, inputs=inputs, config_hash=inputs["config"],
+                      resumable=True) as (tmp, summary):
+        summary.update(fit_with_restarts(cfg, dataset_dir=dataset_dir, out_dir=tmp, kg_dir=kg_dir))
+        shutil.rmtree(tmp / CHECKPOINTS, ignore_errors=True)  # finished: the output needs none
+    return summary
 
 
 if __name__ == "__main__":

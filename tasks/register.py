@@ -16,41 +16,33 @@ def _metrics(train_dir: Path, kg_dir: Path) -> dict:
     }
 
 
-def _tags(cfg: Config, inputs: dict[str, Path]) -> dict[str, str]:
-    """Where the model came from, as MLflow run tags."""
-    from stmem.artifacts import code_version, digest, read_manifest
-
-    tags = {"stmem.run": cfg.run.name, "stmem.git_commit": code_version(),
-            "stmem.dataset_digest": digest(read_manifest(inputs["dataset"])["outputs"])}
-    try:
-        from prefect.runtime import flow_run
-
-        if flow_run.id:
-            tags["prefect.flow_run_id"] = str(flow_run.id)
-    except ImportError:
-        pass
-    if cfg.train.init_from:  # a recipe step: the run whose model this one started from
-        tags["stmem.init_from"] = cfg.train.init_from
-        parent = Path(cfg.train.init_from).parent / "register" / "registration.json"
-        if parent.is_file():
-            reg = json.loads(parent.read_text())
-            tags.update({"stmem.parent_run_id": reg["run_id"], "stmem.parent_model_uri": reg["model_uri"]})
-    return tags
-
-
 def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
     """Checkpoint + metrics -> MLflow run, registered pyfunc, champion/challenger alias."""
-    from serving.registry import default_tracking_uri, register_model
-    from stmem.layout import RunLayout
+    import tempfile
+
+    from serving.plots import training_plots
+    from serving.tracking import RUN_FILE
 
     train, kg = inputs["train"], inputs["kg"]
     manifests = [inputs[s] / "manifest.json" for s in ("ingest", "extract", "kg", "dataset", "train")]
-    result = register_model(
+    run_file = train / RUN_FILE  # the run training opened; absent for a model trained outside the pipeline
+    run_id = json.loads(run_file.read_text())["run_id"] if run_file.is_file() else None
+    with tempfile.TemporaryDirectory(prefix="stmem-plots-") as tmp:
+        result = _register(cfg, train, kg, manifests, run_id, training_plots(train, Path(tmp) / "plots"))
+    (out / "registration.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _register(cfg: Config, train: Path, kg: Path, manifests: list[Path], run_id: str | None,
+              plots: list[Path]) -> dict:
+    from serving.registry import default_tracking_uri, register_model
+    from stmem.layout import RunLayout
+
+    return register_model(
         checkpoint_dir=train, tracking_uri=cfg.register.tracking_uri or default_tracking_uri(cfg.run_dir),
         experiment=cfg.register.experiment, model_name=cfg.register.model_name, metric=cfg.register.metric,
         params=cfg.model_dump(mode="json"), metrics=_metrics(train, kg),
-        artifacts=manifests + [kg / "kg_metrics.json", train / "eval.json"],
-        artifact_root=RunLayout(cfg.run_dir).mlflow_artifacts, tags=_tags(cfg, inputs),
+        artifacts=manifests + [kg / "kg_metrics.json", train / "eval.json", train / "history.json",
+                               *plots],
+        artifact_root=RunLayout(cfg.run_dir).mlflow_artifacts, run_id=run_id,
     )
-    (out / "registration.json").write_text(json.dumps(result, indent=2) + "\n")
-    return result

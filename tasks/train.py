@@ -1,4 +1,12 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
+
+import yaml
 
 from stmem.config import Config
 
@@ -18,8 +26,73 @@ def start_model(cfg: Config) -> list[Path]:
     return [d / f for f in START_MODEL_FILES]
 
 
-def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
-    """Examples + KG embeddings -> checkpoint (safetensors + JSON), ``eval.json``; resumes in ``out``."""
-    from stmem.train import fit_with_restarts
+def run_tags(cfg: Config, inputs: dict[str, Path]) -> dict[str, str]:
+    """Where the model comes from, as MLflow run tags: commit, dataset, flow run, parent run."""
+    from stmem.artifacts import code_version, digest, read_manifest
 
-    return fit_with_restarts(cfg, dataset_dir=inputs["dataset"], kg_dir=inputs["kg"], out_dir=out)
+    tags = {"stmem.run": cfg.run.name, "stmem.git_commit": code_version(),
+            "stmem.dataset_digest": digest(read_manifest(inputs["dataset"])["outputs"])}
+    from prefect.runtime import flow_run
+
+    if flow_run.id:
+        tags["prefect.flow_run_id"] = str(flow_run.id)
+    if cfg.train.init_from:  # a recipe step: the run whose model this one starts from
+        tags["stmem.init_from"] = cfg.train.init_from
+        parent = Path(cfg.train.init_from) / "mlflow_run.json"  # serving.tracking.RUN_FILE
+        if parent.is_file():
+            tags["stmem.parent_run_id"] = json.loads(parent.read_text())["run_id"]
+    return tags
+
+
+def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
+    """Examples + KG embeddings -> checkpoint (safetensors + JSON), ``eval.json``; resumes in ``out``.
+
+    The MLflow run of the model opens here, with per-epoch figures; register
+    adds the model to it. With ``train.processes`` > 1 the same training
+    runs under torchrun, one process per rank, into the same ``out``.
+    """
+    from serving.registry import default_tracking_uri
+    from serving.tracking import TrainingRun
+    from stmem.layout import RunLayout
+
+    run = TrainingRun(tracking_uri=cfg.register.tracking_uri or default_tracking_uri(cfg.run_dir),
+                      experiment=cfg.register.experiment, artifact_root=RunLayout(cfg.run_dir).mlflow_artifacts,
+                      run_dir=cfg.run_dir, run_name=cfg.run.name, tags=run_tags(cfg, inputs),
+                      params=cfg.model_dump(mode="json"), out_dir=out,
+                      round_epochs=[cfg.train.epochs] + [r.epochs for r in cfg.train.restarts])
+    try:
+        run.log_inputs(inputs["dataset"])
+        if cfg.train.processes == 1:
+            from stmem.train import fit_with_restarts
+
+            summary = fit_with_restarts(cfg, dataset_dir=inputs["dataset"], kg_dir=inputs["kg"], out_dir=out,
+                                        on_epoch=run.log_epoch)
+        else:
+            summary = _torchrun(cfg, inputs, out)
+            for row in summary["history"]:
+                run.log_epoch(row)
+    except BaseException:
+        run.end(ok=False)
+        raise
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # finished: the output needs none
+    run.end(ok=True)
+    return summary
+
+
+def _torchrun(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
+    with tempfile.TemporaryDirectory(prefix="stmem-torchrun-") as tmp:
+        config = Path(tmp) / "config.yaml"
+        config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={cfg.train.processes}", "-m", "stmem.train", "--in-place",
+               "--dataset-dir", str(inputs["dataset"]), "--kg-dir", str(inputs["kg"]), "--out-dir", str(out),
+               "--config", str(config)]
+        env = {**os.environ, "OMP_NUM_THREADS": str(cfg.train.num_threads or 1)}
+        done = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)  # its epoch lines to our stdout
+        if done.returncode != 0:
+            raise RuntimeError(f"torchrun exited with {done.returncode}: {done.stderr.strip()[-2000:]}")
+    ev = json.loads((out / "eval.json").read_text())
+    return {"test_accuracy": ev["test"]["accuracy"], "per_task": ev["test"]["per_task"],
+            "best_val_accuracy": ev["best_val_accuracy"], "epochs_run": ev["epochs_run"], "device": ev["device"],
+            "world_size": ev["world_size"], "train_seconds": ev["train_seconds"],
+            "history": json.loads((out / "history.json").read_text())}

@@ -43,6 +43,11 @@ def stmem_cli(*args: str, timeout: int = 300, env: dict | None = None) -> "subpr
                           text=True, timeout=timeout)
 
 
+def error_lines(stderr: str) -> list[str]:
+    """What the user is shown of an error: the CLI's line, any traceback, Prefect's ERROR records."""
+    return [line for line in stderr.splitlines() if "stmem: error" in line or "Traceback" in line or "| ERROR" in line]
+
+
 def shared_data(*parts: str) -> Path:
     """A path under ../shared/data; a missing data set fails the test that needs it, never skips it silently."""
     p = SHARED_DATA.joinpath(*parts)

@@ -83,3 +83,19 @@ def test_empty_and_missing_corpus(tmp_path):
         read_babi(tmp_path / "missing", ["qa1"])
     with pytest.raises(CorpusError, match="empty corpus"):
         write_corpus([], tmp_path / "c.parquet")
+
+
+def test_non_utf8_byte_is_named_with_file_line_and_offset(tmp_path):
+    f = tmp_path / "qa1_x_train.txt"
+    f.write_bytes(b"1 Mary went to the kitchen.\n2 Where is Mary?\tkitchen\t1\n1 John went to the hall\xff.\n")
+    with pytest.raises(CorpusError) as err:
+        parse_babi_file(f, "qa1", "train")
+    assert str(err.value) == f"{f}:3: not UTF-8 (byte 0xff at offset 78 in the file)"
+
+
+def test_line_over_the_limit_is_refused_at_ingestion(tmp_path):
+    f = tmp_path / "qa1_x_train.txt"
+    f.write_bytes(b"1 Mary went to the kitchen.\n1 " + b"word " * 30 + b"\n")
+    with pytest.raises(CorpusError) as err:
+        parse_babi_file(f, "qa1", "train", max_line_chars=100)
+    assert str(err.value) == f"{f}:2: line of 153 bytes, over the limit of 100 (corpus.max_line_chars)"

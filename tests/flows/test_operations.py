@@ -16,12 +16,7 @@ from serving.registry import default_tracking_uri
 from stmem.artifacts import run_lock
 from stmem.layout import RunLayout
 from tasks.graph import STAGES
-from tests.conftest import REPO, TINY_CONFIG, stmem_cli
-
-
-def error_lines(stderr: str) -> list[str]:
-    """What the user is shown of an error: the CLI's line, any traceback, Prefect's ERROR records."""
-    return [line for line in stderr.splitlines() if "stmem: error" in line or "Traceback" in line or "| ERROR" in line]
+from tests.conftest import REPO, TINY_CONFIG, error_lines, stmem_cli
 
 
 def manifests(run_dir: Path) -> dict[str, str]:
@@ -156,18 +151,33 @@ def test_run_killed_during_training_resumes_from_its_checkpoint(tmp_path):
     assert leftover and not (root / "tiny" / "train").exists()
     killed_at = max(int(p.name.split("-")[1]) for p in leftover[0].glob("checkpoints/step-*"))
     assert killed_at >= 20
+    client = MlflowClient(default_tracking_uri(root / "tiny"))
+    [killed_run] = client.search_runs([client.get_experiment_by_name("stmem").experiment_id])
+    assert killed_run.info.status == "RUNNING"  # the training's MLflow run, left open by the kill
 
     res = stmem_cli("run", "--config", str(TINY_CONFIG), "--set", f"run.root={root}", *slow)
     assert res.returncode == 0, res.stderr[-3000:]
     ran = summary_lines(res.stdout)
     assert [s for s in STAGES if ran[s] == "ran"] == ["train", "register"]
     log = (root / "tiny" / "stmem.log").read_text()
-    assert f"at optimizer step {killed_at} (epoch {killed_at // 5 + 1}, step 0)" in log  # resumed, not restarted
+    # the checkpoint is taken after the last step of an epoch, before its validation
+    assert f"at optimizer step {killed_at} (epoch {killed_at // 5}, step 5)" in log  # resumed, not restarted
     assert not list((root / "tiny").glob(".train.tmp-*"))  # the leftover became the output
+    [run] = client.search_runs([killed_run.info.experiment_id])  # the same MLflow run went on, and finished
+    assert run.info.run_id == killed_run.info.run_id and run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch.loss")][-1] == 30
+    assert {"training_curves.png", "accuracy_by_task.png"} <= {
+        Path(a.path).name for a in client.list_artifacts(run.info.run_id, "stage_artifacts/plots")}
 
+    # the same training uninterrupted, on the same dataset (a rebuilt one can differ in WordPiece
+    # ties, README), which the run reuses by its key
     whole = tmp_path / "whole"
+    for stage in ("ingest", "extract", "kg", "dataset"):
+        d = RunLayout(root / "tiny").stage_dir(stage)
+        shutil.copytree(d, whole / "tiny" / d.name)
     res = stmem_cli("run", "--config", str(TINY_CONFIG), "--set", f"run.root={whole}", *slow)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert [s for s, r in summary_lines(res.stdout).items() if r == "ran"] == ["train", "register"]
     resumed = json.loads((root / "tiny" / "train" / "history.json").read_text())
     uninterrupted = json.loads((whole / "tiny" / "train" / "history.json").read_text())
     assert [h["loss"] for h in resumed] == pytest.approx([h["loss"] for h in uninterrupted], rel=1e-6)

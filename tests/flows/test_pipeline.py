@@ -15,12 +15,13 @@ from corpora import CORPUS_SCHEMA
 from kg_pipeline import MENTIONS_SCHEMA, TRIPLES_SCHEMA
 from serving.inference import Predictor
 from serving.registry import default_tracking_uri
+from stmem.artifacts import digest
 from stmem.checkpoint import load_checkpoint
 from stmem.dataset import EXAMPLE_SCHEMA, load_tokenizer
 from stmem.evaluate import predict_answers
 from stmem.layout import RunLayout
 from tasks.graph import GRAPH, STAGES
-from tests.conftest import TINY_CONFIG, stmem_cli
+from tests.conftest import TINY_CONFIG, error_lines, stmem_cli
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +110,8 @@ def test_stage_train_reruns_training_alone(run_dir, tmp_path):
     assert json.loads((L.stage_dir("train") / "eval.json").read_text())["epochs_run"] == 1
     for s in ("ingest", "extract", "kg", "dataset", "register"):
         assert after[s] == before[s], s  # untouched
-    # the train manifest records the dataset files it read, by hash
-    assert any(k.endswith("train.parquet") for k in after["train"]["inputs"])
+    # the train manifest records what it read: the dataset and KG outputs, by the digest of their files
+    assert after["train"]["inputs"]["upstream"] == {s: digest(after[s]["outputs"]) for s in ("dataset", "kg")}
     accuracy = json.loads((L.stage_dir("train") / "eval.json").read_text())["test"]["accuracy"]
     assert f"test exact-match accuracy: {accuracy:.3f}" in res.stdout  # the summary reports the new model
 
@@ -129,6 +130,6 @@ def test_predict_cli_answers(run_dir, tmp_path):
 def test_stage_without_upstream_artifacts_fails_clearly(tmp_path):
     res = stmem_cli("stage", "train", "--config", str(TINY_CONFIG), "--set", f"run.root={tmp_path}")
     assert res.returncode == 2
-    assert res.stderr.splitlines()[-2] == f"stmem: error: stage 'dataset' is out of date ({tmp_path / 'tiny' / 'dataset'} " \
-                                 "has no output); run it again (stmem stage dataset) or the pipeline (stmem run)"
+    assert error_lines(res.stderr) == [f"stmem: error: stage 'dataset' is out of date ({tmp_path / 'tiny' / 'dataset'} " \
+                                 "has no output); run it again (stmem stage dataset) or the pipeline (stmem run)"]
     assert not (tmp_path / "tiny" / "train").exists()

@@ -1,4 +1,5 @@
-"""Two CPU processes under torchrun (gloo) train through ``python -m stmem.train``; rank 0 writes."""
+"""Two CPU processes under torchrun (gloo) train through ``python -m stmem.train`` and through the
+pipeline's train stage; rank 0 writes."""
 import json
 import os
 import subprocess
@@ -9,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.conftest import make_dataset
+from tests.conftest import TINY_CONFIG, make_dataset, stmem_cli
 
 REPO = Path(__file__).resolve().parents[2]
 SETTINGS = ["model.backbone={hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64}",
@@ -31,7 +32,7 @@ def torchrun(ds: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
 def test_torchrun_two_ranks_trains_checkpoints_and_resumes(tmp_path):
     ds = make_dataset(tmp_path)
     out = tmp_path / "out"
-    run = torchrun(ds, out)
+    run = torchrun(ds, out, "--in-place")
     assert run.returncode == 0, run.stderr[-3000:]
     ev = json.loads((out / "eval.json").read_text())
     assert ev["world_size"] == 2 and ev["epochs_run"] == 2 and ev["test"]["n"] == 12
@@ -47,7 +48,25 @@ def test_torchrun_two_ranks_trains_checkpoints_and_resumes(tmp_path):
     best = load_file(ckpt / "best.safetensors")
     best["out_norm.weight"] = best["out_norm.weight"] + 1.0
     save_file(best, str(ckpt / "best.safetensors"))
-    run = torchrun(ds, out, "--resume")
+    run = torchrun(ds, out, "--in-place")  # finds the checkpoint in out/checkpoints
     assert run.returncode == 0, run.stderr[-3000:]
+    assert "resumed from" in run.stdout and "at optimizer step 8 (epoch 2, step 4)" in run.stdout
     after = load_file(out / "model.safetensors")
     assert all(torch.equal(best[k], after[k]) for k in best)
+
+    # without --in-place the output is published whole, with a manifest, and without checkpoints
+    published = tmp_path / "published"
+    run = torchrun(ds, published)
+    assert run.returncode == 0, run.stderr[-3000:]
+    manifest = json.loads((published / "manifest.json").read_text())
+    assert manifest["stage"] == "train" and "model.safetensors" in manifest["outputs"]
+    assert not (published / "checkpoints").exists() and not list(tmp_path.glob(".published.tmp-*"))
+
+
+def test_pipeline_train_stage_runs_under_torchrun(tmp_path):
+    res = stmem_cli("run", "--config", str(TINY_CONFIG), "--set", f"run.root={tmp_path}",
+                    "--set", "train.processes=2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    ev = json.loads((tmp_path / "tiny" / "train" / "eval.json").read_text())
+    assert ev["world_size"] == 2 and ev["epochs_run"] == 2
+    assert (tmp_path / "tiny" / "register" / "registration.json").is_file()
