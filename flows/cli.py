@@ -22,7 +22,7 @@ from stmem.layout import RunLayout
 from tasks.graph import STAGES
 
 EXPECTED_ERRORS = (ConfigError, CorpusError, KGInputError, MissingArtifactError, RunInUseError,
-                   FileNotFoundError, ValueError, UnicodeDecodeError)
+                   FileNotFoundError, ValueError, UnicodeDecodeError, TimeoutError)
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except EXPECTED_ERRORS as exc:
         logging.getLogger("stmem").debug("error", exc_info=True)
+        if isinstance(exc, TimeoutError):
+            exc = f"a stage ran past its run.stage_timeout ({exc}); the log names it"
         print(f"stmem: error: {exc}", file=sys.stderr)
         return 2
 

@@ -60,6 +60,18 @@ def default_tracking_uri(run_dir: Path | str) -> str:
     return f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
 
 
+def mlflow_store(tracking_uri: str | None, run_dir: Path) -> tuple[str, Path | None]:
+    """``(tracking URI, artifact root of a new experiment)`` for a run.
+
+    Unset: the run directory's SQLite store with artifacts in
+    ``<run_dir>/mlartifacts``. A tracking server keeps its own artifact store
+    (``mlflow server`` proxies it), so another machine can load the models.
+    """
+    if tracking_uri:
+        return tracking_uri, None
+    return default_tracking_uri(run_dir), Path(run_dir) / "mlartifacts"
+
+
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
     out: dict[str, Any] = {}

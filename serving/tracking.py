@@ -14,7 +14,7 @@ import json
 import logging
 from pathlib import Path
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunStatus
 
 log = logging.getLogger(__name__)
 RUN_FILE = "mlflow_run.json"

@@ -3,6 +3,12 @@ from pathlib import Path
 from stmem.config import Config
 
 
+def tokenizer_file(cfg: Config) -> list[Path]:
+    """A tokenizer the config names by file (another run's, say): part of the key."""
+    t = cfg.dataset.tokenizer
+    return [Path(t)] if t and Path(t).is_file() else []
+
+
 def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
     """Corpus + mentions + entity index -> tokenised, segmented Parquet examples."""
     from stmem.dataset import build_dataset

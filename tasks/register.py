@@ -35,14 +35,14 @@ def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
 
 def _register(cfg: Config, train: Path, kg: Path, manifests: list[Path], run_id: str | None,
               plots: list[Path]) -> dict:
-    from serving.registry import default_tracking_uri, register_model
-    from stmem.layout import RunLayout
+    from serving.registry import mlflow_store, register_model
 
+    tracking_uri, artifact_root = mlflow_store(cfg.register.tracking_uri, cfg.run_dir)
     return register_model(
-        checkpoint_dir=train, tracking_uri=cfg.register.tracking_uri or default_tracking_uri(cfg.run_dir),
+        checkpoint_dir=train, tracking_uri=tracking_uri,
         experiment=cfg.register.experiment, model_name=cfg.register.model_name, metric=cfg.register.metric,
         params=cfg.model_dump(mode="json"), metrics=_metrics(train, kg),
         artifacts=manifests + [kg / "kg_metrics.json", train / "eval.json", train / "history.json",
                                *plots],
-        artifact_root=RunLayout(cfg.run_dir).mlflow_artifacts, run_id=run_id,
+        artifact_root=artifact_root, run_id=run_id,
     )

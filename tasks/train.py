@@ -51,12 +51,11 @@ def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
     adds the model to it. With ``train.processes`` > 1 the same training
     runs under torchrun, one process per rank, into the same ``out``.
     """
-    from serving.registry import default_tracking_uri
+    from serving.registry import mlflow_store
     from serving.tracking import TrainingRun
-    from stmem.layout import RunLayout
 
-    run = TrainingRun(tracking_uri=cfg.register.tracking_uri or default_tracking_uri(cfg.run_dir),
-                      experiment=cfg.register.experiment, artifact_root=RunLayout(cfg.run_dir).mlflow_artifacts,
+    tracking_uri, artifact_root = mlflow_store(cfg.register.tracking_uri, cfg.run_dir)
+    run = TrainingRun(tracking_uri=tracking_uri, experiment=cfg.register.experiment, artifact_root=artifact_root,
                       run_dir=cfg.run_dir, run_name=cfg.run.name, tags=run_tags(cfg, inputs),
                       params=cfg.model_dump(mode="json"), out_dir=out,
                       round_epochs=[cfg.train.epochs] + [r.epochs for r in cfg.train.restarts])

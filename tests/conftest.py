@@ -1,5 +1,7 @@
 """Shared test setup: offline, no telemetry, Prefect state in a temp dir."""
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -33,11 +35,8 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 TINY_CONFIG = REPO / "tests" / "tiny.yaml"
 
 
-def stmem_cli(*args: str, timeout: int = 300, env: dict | None = None) -> "subprocess.CompletedProcess":
+def stmem_cli(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """``stmem ARGS`` in a fresh process, as a user runs it."""
-    import subprocess
-    import sys
-
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(env or {})}
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)

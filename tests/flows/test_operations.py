@@ -134,6 +134,16 @@ def test_bad_input_is_not_retried_and_reported_in_one_line(tmp_path):
     assert not (tmp_path / "tiny" / "corpus").exists() and not list((tmp_path / "tiny").glob(".corpus*"))
 
 
+def test_stage_past_its_timeout_fails_in_one_line(tmp_path):
+    res = stmem_cli("run", "--config", str(TINY_CONFIG), "--set", f"run.root={tmp_path}",
+                    "--set", "run.stage_timeout={kg: 0.5}")  # PyKEEN takes seconds
+    assert res.returncode == 2
+    assert [line for line in error_lines(res.stderr) if "stmem: error" in line] == [
+        "stmem: error: a stage ran past its run.stage_timeout (Scope timed out after 0.5 second(s).); the log names it"]
+    assert "Task run 'kg-" in res.stderr and "exceeded timeout of 0.5 second(s)" in res.stderr
+    assert (tmp_path / "tiny" / "extract").is_dir() and not (tmp_path / "tiny" / "kg").exists()
+
+
 def test_run_killed_during_training_resumes_from_its_checkpoint(tmp_path):
     # long enough to be killed in the middle: 5 optimizer steps an epoch, a checkpoint every 5
     slow = ["--set", "train.epochs=30", "--set", "train.patience=30", "--set", "train.checkpoint_every=5"]

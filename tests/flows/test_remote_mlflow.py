@@ -1,0 +1,46 @@
+"""A remote tracking server by config: `mlflow server` on 127.0.0.1, `register.tracking_uri` pointing at it."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from mlflow import MlflowClient
+
+from tests.conftest import TINY_CONFIG, stmem_cli
+from tests.flows.test_deploy import free_port, wait_for
+
+
+def test_pipeline_registers_on_a_remote_mlflow_server_with_its_artifact_store(tmp_path):
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+                               "--port", str(port), "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                               "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
+                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    try:
+        def healthy():
+            try:
+                return httpx.get(f"{uri}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, 180, "mlflow server")
+        root = tmp_path / "runs"
+        res = stmem_cli("run", "--config", str(TINY_CONFIG), "--set", f"run.root={root}",
+                        "--set", f"register.tracking_uri={uri}")
+        assert res.returncode == 0, res.stderr[-3000:]
+        reg = json.loads((root / "tiny" / "register" / "registration.json").read_text())
+        client = MlflowClient(uri, registry_uri=uri)
+        assert client.get_model_version_by_alias("stmem-tiny", "champion").version == str(reg["version"])
+        run = client.get_run(reg["run_id"])
+        assert run.info.status == "FINISHED" and run.info.artifact_uri.startswith("mlflow-artifacts:")
+        # the model's files went to the server's store, not the client's run directory
+        assert list((tmp_path / "server-artifacts").rglob("model.safetensors"))
+        assert not (root / "tiny" / "mlartifacts").exists() and not (root / "tiny" / "mlflow.db").exists()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
