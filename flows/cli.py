@@ -7,8 +7,11 @@ the traceback goes to ``<run dir>/stmem.log``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -119,6 +122,50 @@ def _log_to_file(run_dir: Path) -> None:
     root.addHandler(handler)
 
 
+# Runs beside the CLI in its own session: when the CLI is gone (even by
+# SIGKILL), it stops the Prefect server the CLI started.
+_GUARD = """
+import os, signal, sys, time
+cli, server = int(sys.argv[1]), int(sys.argv[2])
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+while alive(cli) and alive(server):
+    time.sleep(0.5)
+if alive(server):
+    os.killpg(server, signal.SIGTERM) if os.getpgid(server) == server else os.kill(server, signal.SIGTERM)
+"""
+
+
+@contextlib.contextmanager
+def _prefect_api():
+    """Prefect's temporary server, owned by this command, unless ``PREFECT_API_URL`` names a server.
+
+    Prefect would start one by itself; starting it here lets a guard process
+    stop it if this command is killed, so no process outlives the command.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start()
+    subprocess.Popen([sys.executable, "-c", _GUARD, str(os.getpid()), str(server.server_process.pid)],
+                     start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield
+    finally:
+        server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -139,10 +186,11 @@ def main(argv: list[str] | None = None) -> int:
             from flows.pipeline import STAGE_FLOWS, pipeline
 
             _log_to_file(cfg.run_dir)
-            if args.command == "run":
-                pipeline(config_path=args.config, overrides=args.overrides, force=args.force)
-            else:
-                STAGE_FLOWS[args.name](config_path=args.config, overrides=args.overrides, force=args.force)
+            with _prefect_api():
+                if args.command == "run":
+                    pipeline(config_path=args.config, overrides=args.overrides, force=args.force)
+                else:
+                    STAGE_FLOWS[args.name](config_path=args.config, overrides=args.overrides, force=args.force)
         _print_summary(cfg.run_dir, started)
         return 0
     except EXPECTED_ERRORS as exc:

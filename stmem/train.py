@@ -92,6 +92,11 @@ def fit(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: Path | None = 
         torch.set_num_threads(tc.num_threads)
 
     tokenizer = load_tokenizer(dataset_dir / TOKENIZER)
+    if ranks.main:  # what the model ships is fixed now, before the work, not copied from wherever it is later
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(dataset_dir / TOKENIZER, out_dir / TOKENIZER)
+        if kg_dir is not None and cfg.model.kg_fusion:
+            shutil.copy(Path(kg_dir) / ENTITY_INDEX, out_dir / ENTITY_INDEX)
     splits = {s: load_examples(dataset_dir / f"{s}.parquet") for s in ("train", "val", "test")}
     train = splits["train"]
     if not train:
@@ -236,10 +241,7 @@ def end_of_epoch(state: LoopState, model: MemoryQA, val: list[dict], evaluate, e
 def write_outputs(cfg: Config, model: MemoryQA, out_dir: Path, dataset_dir: Path, kg_dir: Path | None, test: dict,
                   state: LoopState, ranks: distributed.Ranks) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(model, out_dir, spacy_model=cfg.extract.spacy_model)
-    shutil.copy(dataset_dir / TOKENIZER, out_dir / TOKENIZER)
-    if kg_dir is not None and cfg.model.kg_fusion:
-        shutil.copy(Path(kg_dir) / ENTITY_INDEX, out_dir / ENTITY_INDEX)
+    save_checkpoint(model, out_dir, spacy_model=cfg.extract.spacy_model)  # tokenizer and entity index: at the start
     result = {"test": test, "best_val_accuracy": state.best, "epochs_run": len(state.history),
               "device": str(ranks.device), "world_size": ranks.world, "train_seconds": round(state.seconds, 1),
               "tokens_per_second": round(state.tokens_seen / max(state.seconds, 1e-9), 1),

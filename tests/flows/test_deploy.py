@@ -71,6 +71,11 @@ def test_scheduled_deployment_runs_the_pipeline_and_registers_a_model(tmp_path):
         assert deployment["parameters"]["overrides"] == [f"run.root={root}"]
         reg = json.loads((root / "tiny" / "register" / "registration.json").read_text())
         assert reg["alias"] == "champion" and reg["version"] == 1
+        # each stage published its figures as a Prefect artifact; training's has a row per epoch
+        artifacts = httpx.post(f"{api}/artifacts/filter", json={}, timeout=10).json()
+        by_key = {a["key"]: a for a in artifacts}
+        assert {f"{s}-summary" for s in ("ingest", "extract", "kg", "dataset", "train", "register")} <= set(by_key)
+        assert "| epoch | loss | val_loss | val_accuracy |" in by_key["train-summary"]["data"]
     finally:
         for p in procs:
             os.killpg(p.pid, signal.SIGTERM)

@@ -42,6 +42,12 @@ def run_dir(tmp_path_factory) -> Path:
     return root / "tiny"
 
 
+def prefect_servers() -> set[int]:
+    """Pids of running Prefect temporary servers."""
+    out = subprocess.run(["pgrep", "-f", "prefect.server.api.server:create_app"], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
 def cli_run(run_dir: Path, *args: str) -> subprocess.CompletedProcess:
     res = stmem_cli("run", "--config", str(TINY_CONFIG), "--set", f"run.root={run_dir.parent}", *args)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -148,6 +154,7 @@ def test_run_killed_during_training_resumes_from_its_checkpoint(tmp_path):
     # long enough to be killed in the middle: 5 optimizer steps an epoch, a checkpoint every 5
     slow = ["--set", "train.epochs=30", "--set", "train.patience=30", "--set", "train.checkpoint_every=5"]
     root = tmp_path / "killed"
+    servers_before = prefect_servers()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--config", str(TINY_CONFIG),
                              "--set", f"run.root={root}", *slow], cwd=REPO, env=env, start_new_session=True,
@@ -155,8 +162,14 @@ def test_run_killed_during_training_resumes_from_its_checkpoint(tmp_path):
     deadline = time.time() + 240
     while time.time() < deadline and not list((root / "tiny").glob(".train.tmp-*/checkpoints/step-00002[0-9]")):
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the CLI and the Prefect server it started
+    servers = prefect_servers() - servers_before
+    assert servers  # the temporary Prefect server this command started
+    os.kill(proc.pid, signal.SIGKILL)  # the CLI alone: nothing it started may outlive it
     proc.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and prefect_servers() & servers:
+        time.sleep(0.2)
+    assert not prefect_servers() & servers
     leftover = list((root / "tiny").glob(".train.tmp-*"))
     assert leftover and not (root / "tiny" / "train").exists()
     killed_at = max(int(p.name.split("-")[1]) for p in leftover[0].glob("checkpoints/step-*"))

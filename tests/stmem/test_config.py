@@ -38,6 +38,10 @@ def test_every_shipped_config_is_valid(path):
     ("corpus.word_classes=[[mary]]", ["corpus.word_classes[0]", "two words"]),
     ("corpus.word_class_tasks=[qa1]", ["corpus.word_class_tasks", "corpus.word_classes"]),
     ("train.swap_words=true", ["train.swap_words", "corpus.word_classes"]),
+    ("run.name=../elsewhere", ["run.name", "pattern"]),  # a run directory never leaves run.root
+    ("run.name=/tmp/x", ["run.name"]),
+    ("train.restarts=[{epochs: 2}]", ["train.restarts.0.lr", "required"]),
+    ("run.stage_timeout={trian: 5}", ["run.stage_timeout.trian"]),
 ])
 def test_bad_values_name_the_key(override, words):
     with pytest.raises(ConfigError) as err:
@@ -68,6 +72,10 @@ def test_section_hash_tracks_only_named_sections():
     a, b = load_config(None), load_config(None, ["train.epochs=1"])
     assert a.section_hash("dataset") == b.section_hash("dataset")
     assert a.section_hash("train") != b.section_hash("train")
+    # how a stage runs is not what it makes: the key stays
+    c = load_config(None, ["train.num_threads=3", "train.progress=false", "train.checkpoint_every=7"])
+    assert a.section_hash("train") == c.section_hash("train")
+    assert a.section_hash("run.seed") != load_config(None, ["run.seed=1"]).section_hash("run.seed")
 
 
 def test_a_config_extends_its_base_key_by_key(tmp_path):
