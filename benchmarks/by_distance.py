@@ -16,23 +16,14 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import torch
 
 import common
+from corpora.schema import support_distances
 from stmem.checkpoint import load_checkpoint
 from stmem.dataset import load_tokenizer
 from stmem.evaluate import predict_answers
 from stmem.train import load_examples
-
-
-def distances(corpus_path: Path) -> dict[str, int]:
-    """example_id -> sentences from the oldest supporting fact to the question."""
-    out = {}
-    for row in pq.read_table(corpus_path).to_pylist():
-        for q, (pos, support) in enumerate(zip(row["question_positions"], row["supporting"])):
-            out[f"{row['story_id']}/{q}"] = pos - min(support) if support else 0
-    return out
 
 
 def main() -> int:
@@ -46,7 +37,7 @@ def main() -> int:
     examples = load_examples(layout.stage_dir("dataset") / f"{args.split}.parquet")
     preds = predict_answers(model, examples, load_tokenizer(model_dir / "tokenizer.json"),
                             batch_size=args.batch_size, device=torch.device("cpu"))
-    back = distances(layout.corpus)
+    back = support_distances(layout.corpus)
     hits: dict[str, dict[int, list[bool]]] = defaultdict(lambda: defaultdict(list))
     for e, p in zip(examples, preds):
         hits[e["task"]][back[e["example_id"]]].append(p == e["answer"])

@@ -53,3 +53,15 @@ def write_corpus(stories: list[Story], path: Path) -> dict:
 def read_corpus(path: Path) -> list[Story]:
     table = pq.read_table(path, schema=CORPUS_SCHEMA)
     return [Story(**row) for row in table.to_pylist()]
+
+
+def support_distances(path: Path) -> dict[str, int]:
+    """example_id -> sentences from a question's oldest supporting fact to the question (0: none given).
+
+    1 is the sentence just before the question; more lies only in the memory.
+    """
+    out = {}
+    for row in pq.read_table(path, columns=["story_id", "question_positions", "supporting"]).to_pylist():
+        for q, (pos, support) in enumerate(zip(row["question_positions"], row["supporting"])):
+            out[f"{row['story_id']}/{q}"] = pos - min(support) if support else 0
+    return out

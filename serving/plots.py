@@ -1,12 +1,14 @@
-"""Plots of a training for its MLflow run: loss and validation accuracy by epoch, test accuracy by task."""
+"""Plots of a training for its MLflow run: loss and validation accuracy by epoch, test accuracy by task
+and by how far back the answer lies."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 
-def training_plots(train_dir: Path, out_dir: Path) -> list[Path]:
-    """PNGs from ``history.json`` and ``eval.json`` of a train stage's output, written to ``out_dir``."""
+def training_plots(train_dir: Path, corpus_path: Path, out_dir: Path) -> list[Path]:
+    """PNGs from a train stage's output (``history.json``, ``eval.json``, test predictions) and the
+    corpus it was trained on (how far back each question's facts lie), written to ``out_dir``."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -39,4 +41,22 @@ def training_plots(train_dir: Path, out_dir: Path) -> list[Path]:
     per_task = out_dir / "accuracy_by_task.png"
     fig.savefig(per_task, dpi=100)
     plt.close(fig)
-    return [curves, per_task]
+
+    import pyarrow.parquet as pq
+
+    from corpora.schema import support_distances
+
+    back = support_distances(corpus_path)
+    hits: dict[int, list[bool]] = {}
+    for row in pq.read_table(Path(train_dir) / "test_predictions.parquet").to_pylist():
+        hits.setdefault(back[row["example_id"]], []).append(row["prediction"] == row["answer"])
+    ds = sorted(hits)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar([str(d) for d in ds], [sum(hits[d]) / len(hits[d]) for d in ds])
+    ax.set(xlabel="sentences from the oldest supporting fact to the question", ylabel="test exact match",
+           title="test accuracy by how far back the answer lies", ylim=(0, 1.02))
+    fig.tight_layout()
+    by_distance = out_dir / "accuracy_by_distance.png"
+    fig.savefig(by_distance, dpi=100)
+    plt.close(fig)
+    return [curves, per_task, by_distance]

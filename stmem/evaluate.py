@@ -47,7 +47,11 @@ def exact_match(model: MemoryQA, examples: list[dict], tokenizer: Tokenizer, *, 
 
     A task fails when its error is above 5%, the threshold Weston et al. use.
     """
-    preds = predict_answers(model, examples, tokenizer, batch_size=batch_size, device=device)
+    return score(examples, predict_answers(model, examples, tokenizer, batch_size=batch_size, device=device))
+
+
+def score(examples: list[dict], preds: list[str]) -> dict:
+    """``exact_match``'s figures for given predictions."""
     hits: dict[str, list[bool]] = defaultdict(list)
     for e, p in zip(examples, preds):
         hits[e["task"]].append(p == e["answer"])

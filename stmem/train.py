@@ -16,14 +16,15 @@ import argparse
 import contextlib
 import copy
 import json
-import os
 import math
+import os
 import random
 import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load_file
@@ -35,11 +36,14 @@ from stmem.batch import collate
 from stmem.checkpoint import ENTITY_INDEX, TOKENIZER, save_checkpoint
 from stmem.config import Config, ConfigError, TrainConfig, load_config
 from stmem.dataset import load_tokenizer
-from stmem.evaluate import exact_match, mean_loss, to_device
+from stmem.evaluate import exact_match, mean_loss, predict_answers, score, to_device
 from stmem.init_from import init_from_checkpoint
 from stmem.model import MemoryQA, Vocab
 from stmem.resume import CHECKPOINTS, LoopState
 from stmem.transforms import build_transforms
+
+
+PREDICTIONS = "test_predictions.parquet"  # example_id, task, answer, prediction: the test split as evaluated
 
 
 def load_examples(path: Path) -> list[dict]:
@@ -178,7 +182,8 @@ def fit(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: Path | None = 
         ranks.close()
         return {}
     model.load_state_dict(state.best_state)
-    summary = write_outputs(cfg, model, out_dir, dataset_dir, kg_dir, evaluate("test"), state, ranks)
+    predictions = predict_answers(model, splits["test"], tokenizer, batch_size=4 * bs, device=device)
+    summary = write_outputs(cfg, model, out_dir, splits["test"], predictions, state, ranks)
     ranks.barrier()
     ranks.close()
     return summary
@@ -238,10 +243,15 @@ def end_of_epoch(state: LoopState, model: MemoryQA, val: list[dict], evaluate, e
     return state.stale >= tc.patience
 
 
-def write_outputs(cfg: Config, model: MemoryQA, out_dir: Path, dataset_dir: Path, kg_dir: Path | None, test: dict,
+def write_outputs(cfg: Config, model: MemoryQA, out_dir: Path, test_examples: list[dict], predictions: list[str],
                   state: LoopState, ranks: distributed.Ranks) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, out_dir, spacy_model=cfg.extract.spacy_model)  # tokenizer and entity index: at the start
+    test = score(test_examples, predictions)
+    pq.write_table(pa.table({"example_id": [e["example_id"] for e in test_examples],
+                             "task": [e["task"] for e in test_examples],
+                             "answer": [e["answer"] for e in test_examples], "prediction": predictions}),
+                   out_dir / PREDICTIONS)
     result = {"test": test, "best_val_accuracy": state.best, "epochs_run": len(state.history),
               "device": str(ranks.device), "world_size": ranks.world, "train_seconds": round(state.seconds, 1),
               "tokens_per_second": round(state.tokens_seen / max(state.seconds, 1e-9), 1),

@@ -55,12 +55,14 @@ GRAPH: dict[str, Stage] = {s.name: s for s in (
           extra_inputs="tasks.dataset:tokenizer_file"),
     Stage("train", reads={"dataset": ("train.parquet", "val.parquet", "test.parquet", "tokenizer.json"),
                           "kg": ("entity_embeddings.safetensors", "entity_index.parquet")},
-          writes=("model.safetensors", "model_config.json", "tokenizer.json", "eval.json", "history.json"),
+          writes=("model.safetensors", "model_config.json", "tokenizer.json", "eval.json", "history.json",
+                  "test_predictions.parquet", "mlflow_run.json"),
           sections=("model", "train", "run.seed", "corpus.word_classes", "extract.spacy_model"),
           code=("corpora", "stmem"), build="tasks.train:build", extra_inputs="tasks.train:start_model",
           resumable=True),
-    Stage("register", reads={"train": ("model.safetensors", "eval.json"), "kg": ("kg_metrics.json",),
-                             "ingest": (), "extract": (), "dataset": ()},  # their manifests go to MLflow
+    Stage("register", reads={"train": ("model.safetensors", "eval.json", "history.json", "test_predictions.parquet"),
+                             "kg": ("kg_metrics.json",), "ingest": ("corpus.parquet",),  # plots by distance
+                             "extract": (), "dataset": ()},  # every manifest goes to MLflow
           writes=("registration.json",), sections=("register",), code=("serving", "stmem", "corpora"),
           build="tasks.register:build"),
 )}

@@ -28,7 +28,7 @@ def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
     run_file = train / RUN_FILE  # the run training opened; absent for a model trained outside the pipeline
     run_id = json.loads(run_file.read_text())["run_id"] if run_file.is_file() else None
     with tempfile.TemporaryDirectory(prefix="stmem-plots-") as tmp:
-        result = _register(cfg, train, kg, manifests, run_id, training_plots(train, Path(tmp) / "plots"))
+        result = _register(cfg, train, kg, manifests, run_id, training_plots(train, inputs["ingest"] / "corpus.parquet", Path(tmp) / "plots"))
     (out / "registration.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -43,6 +43,7 @@ def _register(cfg: Config, train: Path, kg: Path, manifests: list[Path], run_id:
         experiment=cfg.register.experiment, model_name=cfg.register.model_name, metric=cfg.register.metric,
         params=cfg.model_dump(mode="json"), metrics=_metrics(train, kg),
         artifacts=manifests + [kg / "kg_metrics.json", train / "eval.json", train / "history.json",
+                               train / "test_predictions.parquet",
                                *plots],
         artifact_root=artifact_root, run_id=run_id,
     )

@@ -69,6 +69,7 @@ def test_every_stage_wrote_its_artifacts_with_schemas(run_dir):
     test = pq.read_table(ds / "test.parquet").to_pylist()
     answers = predict_answers(model, test, load_tokenizer(train / "tokenizer.json"), batch_size=16, device="cpu")
     assert ev["test"]["accuracy"] == sum(a == e["answer"] for a, e in zip(answers, test)) / len(test)
+    assert pq.read_table(train / "test_predictions.parquet").column("prediction").to_pylist() == answers
 
     for stage in STAGES:
         m = json.loads((L.stage_dir(stage) / "manifest.json").read_text())
