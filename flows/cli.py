@@ -87,17 +87,31 @@ def _print_summary(run_dir: Path, started: str) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import mlflow
-    import pandas as pd
-
-    from serving.registry import default_tracking_uri
-
     cfg = load_config(args.config, args.overrides)
     if not args.context.is_file():
         raise FileNotFoundError(f"{args.context}: context file not found")
-    mlflow.set_tracking_uri(args.tracking_uri or cfg.register.tracking_uri or default_tracking_uri(cfg.run_dir))
-    model = mlflow.pyfunc.load_model(args.model)
-    out = model.predict(pd.DataFrame({"context": [args.context.read_text()], "question": [args.question]}))
+    context = args.context.read_text(encoding="utf-8")
+    if not context.strip():
+        raise ValueError(f"{args.context}: context file is empty")
+    if not args.question.strip():
+        raise ValueError("--question is empty")
+    from serving.registry import mlflow_store
+
+    uri = args.tracking_uri or mlflow_store(cfg.register.tracking_uri, cfg.run_dir)[0]
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        # opening it would create an empty store
+        raise FileNotFoundError(f"{uri[len('sqlite:///'):]}: no MLflow store there; run the pipeline for this "
+                                "config first, or pass --config / --tracking-uri")
+    import mlflow
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(uri)
+    try:
+        model = mlflow.pyfunc.load_model(args.model)
+    except MlflowException as exc:
+        raise ValueError(f"{args.model}: cannot load from {uri}: {str(exc).splitlines()[0]}") from None
+    out = model.predict(pd.DataFrame({"context": [context], "question": [args.question]}))
     print(out["answer"].iloc[0])
     return 0
 

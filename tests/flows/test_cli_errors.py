@@ -2,8 +2,7 @@
 
 import pytest
 
-from tests.conftest import TINY_CONFIG
-from tests.flows.test_pipeline import stmem_cli
+from tests.conftest import TINY_CONFIG, stmem_cli
 
 
 def _error_line(res) -> str:
@@ -34,7 +33,7 @@ def test_malformed_babi_names_file_and_line_and_writes_nothing(tmp_path):
     assert res.returncode == 2
     assert f"{data / 'qa1_x_train.txt'}:2: malformed bAbI question" in _error_line(res)
     assert not (root / "tiny" / "corpus").exists()
-    assert not [p for p in (root / "tiny").glob(".*")]  # no temp dirs left behind
+    assert [p.name for p in (root / "tiny").glob(".*")] == [".lock"]  # no temp dirs left behind
 
 
 def test_missing_corpus_directory(tmp_path):
@@ -49,3 +48,22 @@ def test_missing_context_file_for_predict(tmp_path):
                     "--question", "Where?", "--config", str(TINY_CONFIG))
     assert res.returncode == 2
     assert "none.txt: context file not found" in _error_line(res)
+
+
+def test_predict_errors_are_one_line_and_create_nothing(tmp_path):
+    ctx = tmp_path / "story.txt"
+    ctx.write_text("Mary went to the kitchen.\n")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    root = tmp_path / "runs"
+    cases = [
+        (["--context", str(empty)], f"stmem: error: {empty}: context file is empty"),
+        (["--context", str(tmp_path / "nope.txt")], f"stmem: error: {tmp_path / 'nope.txt'}: context file not found"),
+        (["--context", str(ctx)], f"stmem: error: {(root / 'tiny' / 'mlflow.db').resolve()}: no MLflow store there; "
+                                  "run the pipeline for this config first, or pass --config / --tracking-uri"),
+    ]
+    for extra, message in cases:
+        res = stmem_cli("predict", "--model", "models:/stmem-tiny@champion", "--question", "Where is Mary?",
+                        "--config", str(TINY_CONFIG), "--set", f"run.root={root}", *extra)
+        assert res.returncode == 2 and res.stderr == message + "\n", res.stderr
+    assert not root.exists()  # no store was created by asking
