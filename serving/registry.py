@@ -24,11 +24,37 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
+from serving.errors import RegistrationRefused
 from stmem.checkpoint import CONFIG, ENTITY_INDEX, TOKENIZER, WEIGHTS
 
 log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+def verify_checkpoint(checkpoint_dir: Path, test_split: Path) -> float:
+    """The checkpoint's test exact match, recomputed; refuses non-finite weights and a figure other than
+    its ``eval.json``'s (the metric that decides promotion must be this checkpoint's own)."""
+    import torch
+
+    from stmem.checkpoint import load_checkpoint
+    from stmem.dataset import load_tokenizer
+    from stmem.evaluate import exact_match
+    from stmem.train import load_examples
+
+    checkpoint_dir = Path(checkpoint_dir)
+    model, _ = load_checkpoint(checkpoint_dir)
+    bad = [n for n, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if bad:
+        raise RegistrationRefused(f"{checkpoint_dir}: {len(bad)} weight tensors hold NaN or inf (first: {bad[0]}); "
+                                  "not registered")
+    recorded = json.loads((checkpoint_dir / "eval.json").read_text())["test"]["accuracy"]
+    now = exact_match(model, load_examples(test_split), load_tokenizer(checkpoint_dir / TOKENIZER), batch_size=64,
+                      device=torch.device("cpu"))["accuracy"]
+    if abs(now - recorded) > 1e-9:
+        raise RegistrationRefused(f"{checkpoint_dir}: test accuracy recomputed from the weights is {now:.4f}, "
+                                  f"eval.json says {recorded:.4f}; not registered")
+    return now
 MODEL_NAME_IN_RUN = "model"
 STAGE_ARTIFACTS = "stage_artifacts"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")

@@ -62,7 +62,8 @@ GRAPH: dict[str, Stage] = {s.name: s for s in (
           resumable=True),
     Stage("register", reads={"train": ("model.safetensors", "eval.json", "history.json", "test_predictions.parquet"),
                              "kg": ("kg_metrics.json",), "ingest": ("corpus.parquet",),  # plots by distance
-                             "extract": (), "dataset": ()},  # every manifest goes to MLflow
+                             "dataset": ("test.parquet",),  # the test figure is recomputed before registering
+                             "extract": ()},  # every manifest goes to MLflow
           writes=("registration.json",), sections=("register",), code=("serving", "stmem", "corpora"),
           build="tasks.register:build"),
 )}

@@ -23,7 +23,10 @@ def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
     from serving.plots import training_plots
     from serving.tracking import RUN_FILE
 
+    from serving.registry import verify_checkpoint
+
     train, kg = inputs["train"], inputs["kg"]
+    verify_checkpoint(train, inputs["dataset"] / "test.parquet")  # before anything reaches MLflow
     manifests = [inputs[s] / "manifest.json" for s in ("ingest", "extract", "kg", "dataset", "train")]
     run_file = train / RUN_FILE  # the run training opened; absent for a model trained outside the pipeline
     run_id = json.loads(run_file.read_text())["run_id"] if run_file.is_file() else None

@@ -269,3 +269,30 @@ def test_register_with_tracking_server(tmp_path, checkpoint):
         assert any((tmp_path / "art").rglob("model.safetensors"))  # proxied to the server's artifact store
     finally:
         _stop(proc)
+
+
+def test_registration_refuses_non_finite_weights_and_a_metric_not_its_own(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from serving.errors import RegistrationRefused
+    from serving.registry import verify_checkpoint
+    from stmem.train import fit
+    from tests.conftest import make_dataset, tiny_config
+
+    ds = make_dataset(tmp_path)
+    out = tmp_path / "train"
+    fit(tiny_config(epochs=2), dataset_dir=ds, out_dir=out)
+    ev = json.loads((out / "eval.json").read_text())
+    assert verify_checkpoint(out, ds / "test.parquet") == ev["test"]["accuracy"]
+
+    ev["test"]["accuracy"] += 0.25  # a figure the weights do not give
+    (out / "eval.json").write_text(json.dumps(ev))
+    with pytest.raises(RegistrationRefused, match="recomputed from the weights"):
+        verify_checkpoint(out, ds / "test.parquet")
+
+    weights = load_file(out / "model.safetensors")
+    name = next(iter(weights))
+    weights[name] = weights[name] * float("nan")
+    save_file(weights, str(out / "model.safetensors"))
+    with pytest.raises(RegistrationRefused, match="hold NaN or inf"):
+        verify_checkpoint(out, ds / "test.parquet")
