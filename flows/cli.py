@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     when.add_argument("--cron", help="a cron expression, e.g. '0 3 * * *'")
     when.add_argument("--interval", type=float, metavar="SECONDS", help="run every SECONDS")
     dp.add_argument("--stage", choices=STAGES, help="deploy this one stage instead of the whole pipeline")
+    pm = sub.add_parser("promote", help="make VERSION of the config's registered model the champion")
+    pm.add_argument("version", type=int)
+    _config_args(pm)
+    _config_args(sub.add_parser("rollback", help="move champion back to the version it last replaced"))
     pr = sub.add_parser("predict", help="answer a question with a registered model")
     pr.add_argument("--model", required=True, help="MLflow model URI, e.g. models:/stmem-demo@champion")
     pr.add_argument("--context", required=True, type=Path, help="text file, one sentence per line")
@@ -113,6 +117,26 @@ def _predict(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.model}: cannot load from {uri}: {str(exc).splitlines()[0]}") from None
     out = model.predict(pd.DataFrame({"context": [context], "question": [args.question]}))
     print(out["answer"].iloc[0])
+    return 0
+
+
+def _move_alias(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    from serving.registry import mlflow_store, move_champion, rollback
+
+    uri = mlflow_store(cfg.register.tracking_uri, cfg.run_dir)[0]
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise FileNotFoundError(f"{uri[len('sqlite:///'):]}: no MLflow store there; run the pipeline first")
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client, name = MlflowClient(uri, registry_uri=uri), cfg.register.model_name
+    try:
+        move = (move_champion(client, name, args.version, "promoted by hand") if args.command == "promote"
+                else rollback(client, name))
+    except MlflowException as exc:
+        raise ValueError(f"{name}: {str(exc).splitlines()[0]}") from None
+    print(f"{name}: champion is version {move['to']} (was {move['from']}): {move['reason']}")
     return 0
 
 
@@ -185,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "predict":
             return _predict(args)
+        if args.command in ("promote", "rollback"):
+            return _move_alias(args)
         if args.command == "deploy":
             from flows.deploy import deploy
 

@@ -30,6 +30,8 @@ from stmem.checkpoint import CONFIG, ENTITY_INDEX, TOKENIZER, WEIGHTS
 log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+TEST_SET_TAG = "test_set"  # version tag: the digest of the test split its metric was measured on
+MOVE_TAG = "champion_move"  # version tags champion_move.<ns>: each move of the alias to it, from where and why
 
 
 def verify_checkpoint(checkpoint_dir: Path, test_split: Path) -> float:
@@ -210,7 +212,8 @@ def _get_or_create_experiment(client, name: str, artifact_root: Path | None) -> 
 
 def register_model(*, checkpoint_dir: Path, tracking_uri: str, experiment: str, model_name: str, metric: str,
                    params: dict, metrics: dict, artifacts: Iterable[Path] = (),
-                   artifact_root: Path | None = None, run_id: str | None = None) -> dict:
+                   artifact_root: Path | None = None, run_id: str | None = None, test_set: str | None = None,
+                   min_improvement: float = 0.0) -> dict:
     """Log a run with the pyfunc model, register it, and update the aliases.
 
     ``params``/``metrics`` may be nested (keys flattened with dots); params are
@@ -221,8 +224,13 @@ def register_model(*, checkpoint_dir: Path, tracking_uri: str, experiment: str, 
     leave it None with a tracking server that proxies artifacts. ``run_id``:
     an existing run to add all this to (the one training opened), else a new run.
 
+    The new version becomes ``champion`` when its ``metric`` beats the
+    champion's by more than ``min_improvement`` on the same ``test_set`` (a
+    digest of the test split; versions of different test sets are never
+    compared), else ``challenger``; every champion move is a version tag.
+
     Returns ``{"run_id", "model_uri", "version", "alias", "champion_version",
-    "metric"}``. Not atomic across concurrent registrations of one model.
+    "metric", "reason"}``. Not atomic across concurrent registrations of one model.
     """
     import mlflow
     import pandas as pd
@@ -276,23 +284,65 @@ def register_model(*, checkpoint_dir: Path, tracking_uri: str, experiment: str, 
     version = str(info.registered_model_version)
     client.set_model_version_tag(model_name, version, "metric", metric)
     client.set_model_version_tag(model_name, version, "metric_value", repr(value))
-
-    champion = _alias_version(client, model_name, CHAMPION)
-    champion_value = None
-    if champion is not None and champion.run_id:
-        champion_value = client.get_run(champion.run_id).data.metrics.get(metric)
-    promote = champion is None or champion_value is None or value > champion_value
+    if test_set:
+        client.set_model_version_tag(model_name, version, TEST_SET_TAG, test_set)
+    promote, reason = _beats_champion(client, model_name, metric, value, test_set, min_improvement)
     if promote:
-        client.set_registered_model_alias(model_name, CHAMPION, version)
-        if _alias_version(client, model_name, CHALLENGER) is not None:
-            # A challenger older than the new champion is stale.
+        move_champion(client, model_name, version, reason)
+        stale = _alias_version(client, model_name, CHALLENGER)
+        if stale is not None and int(stale.version) < int(version):  # older than the new champion
             client.delete_registered_model_alias(model_name, CHALLENGER)
-        champion_version = version
     else:
         client.set_registered_model_alias(model_name, CHALLENGER, version)
-        champion_version = champion.version
-    log.info("registered %s version %s (%s=%s) as %s", model_name, version, metric, value,
-             CHAMPION if promote else CHALLENGER)
+        client.set_model_version_tag(model_name, version, "challenger_reason", reason)
+    champion_version = _alias_version(client, model_name, CHAMPION).version
+    log.info("registered %s version %s (%s=%s) as %s: %s", model_name, version, metric, value,
+             CHAMPION if promote else CHALLENGER, reason)
     return {"run_id": run_id, "model_uri": f"models:/{model_name}/{version}", "version": int(version),
             "alias": CHAMPION if promote else CHALLENGER, "champion_version": int(champion_version),
-            "metric": value}
+            "metric": value, "reason": reason}
+
+
+def _beats_champion(client, name: str, metric: str, value: float, test_set: str | None,
+                    min_improvement: float) -> tuple[bool, str]:
+    """Whether a new version measured at ``value`` on ``test_set`` replaces the champion, and why."""
+    champion = _alias_version(client, name, CHAMPION)
+    if champion is None:
+        return True, "the first champion"
+    theirs = champion.tags.get(TEST_SET_TAG)
+    if test_set and theirs and theirs != test_set:
+        return False, (f"not compared: champion version {champion.version} was measured on another test set "
+                       f"({theirs}; this one {test_set})")
+    if champion.tags.get("metric") != metric or "metric_value" not in champion.tags:
+        return False, f"not compared: champion version {champion.version} has no {metric} figure"
+    best = float(champion.tags["metric_value"])
+    verdict = "beats" if value > best + min_improvement else "does not beat"
+    return verdict == "beats", (f"{metric} {value:.4f} {verdict} champion version {champion.version}'s "
+                                f"{best:.4f} by more than {min_improvement:g}")
+
+
+def move_champion(client, name: str, version: str | int, reason: str) -> dict:
+    """Point alias ``champion`` at ``version`` and record the move as a tag of that version."""
+    import time
+
+    version = str(version)
+    new = client.get_model_version(name, version)  # an unknown version fails here, before anything moves
+    old = _alias_version(client, name, CHAMPION)
+    record = {"from": str(old.version) if old else None, "to": version, "reason": reason,
+              "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "metric": new.tags.get("metric"),
+              "from_value": old.tags.get("metric_value") if old else None, "to_value": new.tags.get("metric_value")}
+    client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_model_version_tag(name, version, f"{MOVE_TAG}.{time.time_ns()}", json.dumps(record))
+    return record
+
+
+def rollback(client, name: str) -> dict:
+    """Move ``champion`` back to the version it replaced most recently."""
+    champion = _alias_version(client, name, CHAMPION)
+    if champion is None:
+        raise ValueError(f"{name}: no champion to roll back")
+    moves = sorted((k, v) for k, v in champion.tags.items() if k.startswith(f"{MOVE_TAG}."))
+    previous = json.loads(moves[-1][1])["from"] if moves else None
+    if previous is None:
+        raise ValueError(f"{name}: champion version {champion.version} replaced no earlier champion")
+    return move_champion(client, name, previous, f"rollback from version {champion.version}")

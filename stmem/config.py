@@ -199,6 +199,9 @@ class RegisterConfig(Section):
     experiment: str = "stmem"
     tracking_uri: str | None = None  # None: sqlite:///<run dir>/mlflow.db
     metric: str = "test_accuracy"  # higher is better; decides champion
+    # a new version becomes champion only when its metric beats the champion's
+    # by more than this, on the same test set
+    min_improvement: float = Field(0.0, ge=0)
 
 
 # "register" names the stage; pydantic warns that it shadows ABC.register, which

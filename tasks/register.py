@@ -30,14 +30,16 @@ def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
     manifests = [inputs[s] / "manifest.json" for s in ("ingest", "extract", "kg", "dataset", "train")]
     run_file = train / RUN_FILE  # the run training opened; absent for a model trained outside the pipeline
     run_id = json.loads(run_file.read_text())["run_id"] if run_file.is_file() else None
+    test_set = json.loads((inputs["dataset"] / "manifest.json").read_text())["outputs"]["test.parquet"][:16]
     with tempfile.TemporaryDirectory(prefix="stmem-plots-") as tmp:
-        result = _register(cfg, train, kg, manifests, run_id, training_plots(train, inputs["ingest"] / "corpus.parquet", Path(tmp) / "plots"))
+        plots = training_plots(train, inputs["ingest"] / "corpus.parquet", Path(tmp) / "plots")
+        result = _register(cfg, train, kg, manifests, run_id, plots, test_set)
     (out / "registration.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
 def _register(cfg: Config, train: Path, kg: Path, manifests: list[Path], run_id: str | None,
-              plots: list[Path]) -> dict:
+              plots: list[Path], test_set: str) -> dict:
     from serving.registry import mlflow_store, register_model
 
     tracking_uri, artifact_root = mlflow_store(cfg.register.tracking_uri, cfg.run_dir)
@@ -48,5 +50,6 @@ def _register(cfg: Config, train: Path, kg: Path, manifests: list[Path], run_id:
         artifacts=manifests + [kg / "kg_metrics.json", train / "eval.json", train / "history.json",
                                train / "test_predictions.parquet",
                                *plots],
-        artifact_root=artifact_root, run_id=run_id,
+        artifact_root=artifact_root, run_id=run_id, test_set=test_set,
+        min_improvement=cfg.register.min_improvement,
     )

@@ -296,3 +296,34 @@ def test_registration_refuses_non_finite_weights_and_a_metric_not_its_own(tmp_pa
     save_file(weights, str(out / "model.safetensors"))
     with pytest.raises(RegistrationRefused, match="hold NaN or inf"):
         verify_checkpoint(out, ds / "test.parquet")
+
+
+def test_champion_moves_only_on_the_same_test_set_and_rolls_back(tmp_path, checkpoint):
+    from mlflow import MlflowClient
+
+    from serving.registry import MOVE_TAG, default_tracking_uri, register_model, rollback
+
+    uri = default_tracking_uri(tmp_path)
+    client = MlflowClient(uri, registry_uri=uri)
+    name = "stmem-promotion"
+
+    def register(value, test_set, min_improvement=0.0):
+        r = register_model(checkpoint_dir=checkpoint, tracking_uri=uri, experiment="stmem-test", model_name=name,
+                           metric="acc", params={}, metrics={"acc": value}, artifact_root=tmp_path / "mlartifacts",
+                           test_set=test_set, min_improvement=min_improvement)
+        return r["alias"], r["champion_version"]
+
+    assert register(0.5, "A") == ("champion", 1)
+    assert register(0.3, "A") == ("challenger", 1)  # worse
+    assert register(0.9, "B") == ("challenger", 1)  # better, but on another test set: never compared
+    assert "another test set" in client.get_model_version(name, "3").tags["challenger_reason"]
+    assert register(0.52, "A", min_improvement=0.05) == ("challenger", 1)  # not better by enough
+    assert register(0.8, "A") == ("champion", 5)
+    moves = [json.loads(v) for k, v in client.get_model_version(name, "5").tags.items() if k.startswith(MOVE_TAG)]
+    assert [(m["from"], m["to"], m["from_value"], m["to_value"]) for m in moves] == [("1", "5", "0.5", "0.8")]
+
+    assert rollback(client, name)["to"] == "1"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    [back] = [json.loads(v) for k, v in client.get_model_version(name, "1").tags.items()
+              if k.startswith(MOVE_TAG) and json.loads(v)["from"] == "5"]
+    assert back["reason"] == "rollback from version 5"
