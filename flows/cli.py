@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     when.add_argument("--cron", help="a cron expression, e.g. '0 3 * * *'")
     when.add_argument("--interval", type=float, metavar="SECONDS", help="run every SECONDS")
     dp.add_argument("--stage", choices=STAGES, help="deploy this one stage instead of the whole pipeline")
+    sv = sub.add_parser("serve", help="serve a registered model over HTTP (mlflow models serve, this environment)")
+    sv.add_argument("--model", help="MLflow model URI (default: models:/<register.model_name>@champion)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=5001)
+    sv.add_argument("--workers", type=int, default=1)
+    _config_args(sv)
     pm = sub.add_parser("promote", help="make VERSION of the config's registered model the champion")
     pm.add_argument("version", type=int)
     _config_args(pm)
@@ -99,13 +105,7 @@ def _predict(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.context}: context file is empty")
     if not args.question.strip():
         raise ValueError("--question is empty")
-    from serving.registry import mlflow_store
-
-    uri = args.tracking_uri or mlflow_store(cfg.register.tracking_uri, cfg.run_dir)[0]
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-        # opening it would create an empty store
-        raise FileNotFoundError(f"{uri[len('sqlite:///'):]}: no MLflow store there; run the pipeline for this "
-                                "config first, or pass --config / --tracking-uri")
+    uri = args.tracking_uri or _store_uri(cfg)
     import mlflow
     import pandas as pd
     from mlflow.exceptions import MlflowException
@@ -120,13 +120,35 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _move_alias(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
-    from serving.registry import mlflow_store, move_champion, rollback
+def _store_uri(cfg) -> str:
+    """The config's MLflow tracking URI; a local store that does not exist yet is an error, not created."""
+    from serving.registry import mlflow_store
 
     uri = mlflow_store(cfg.register.tracking_uri, cfg.run_dir)[0]
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-        raise FileNotFoundError(f"{uri[len('sqlite:///'):]}: no MLflow store there; run the pipeline first")
+        raise FileNotFoundError(f"{uri[len('sqlite:///'):]}: no MLflow store there; run the pipeline for this "
+                                "config first, or pass --config / --tracking-uri")
+    return uri
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Replace this process with ``mlflow models serve`` on the config's registry (so signals reach it)."""
+    cfg = load_config(args.config, args.overrides)
+    uri = _store_uri(cfg)
+    model = args.model or f"models:/{cfg.register.model_name}@champion"
+    bin_dir = Path(sys.executable).parent  # the server execs uvicorn from PATH: this environment's first
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri,
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    print(f"serving {model} from {uri} on http://{args.host}:{args.port}/invocations", flush=True)
+    os.execve(str(bin_dir / "mlflow"), ["mlflow", "models", "serve", "-m", model, "--env-manager", "local",
+                                        "-h", args.host, "-p", str(args.port), "-w", str(args.workers)], env)
+
+
+def _move_alias(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    from serving.registry import move_champion, rollback
+
+    uri = _store_uri(cfg)
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -209,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "predict":
             return _predict(args)
+        if args.command == "serve":
+            return _serve(args)
         if args.command in ("promote", "rollback"):
             return _move_alias(args)
         if args.command == "deploy":

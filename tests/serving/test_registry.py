@@ -223,10 +223,12 @@ def _post(url: str, payload: dict) -> tuple[int, str]:
 
 
 @pytest.mark.slow
-def test_models_serve(registered, checkpoint, tmp_path):
+def test_stmem_serve(registered, checkpoint, tmp_path):
     port, log = _free_port(), tmp_path / "serve.log"
-    proc = _start([MLFLOW_BIN, "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager", "local",
-                   "-h", "127.0.0.1", "-p", str(port), "-w", "1"], {"MLFLOW_TRACKING_URI": registered["uri"]}, log)
+    run_dir = registered["run_dir"]  # the config names the registry: <run.root>/<run.name>/mlflow.db
+    proc = _start([sys.executable, "-m", "flows.cli", "serve", "--set", f"run.root={run_dir.parent}",
+                   "--set", f"run.name={run_dir.name}", "--set", f"register.model_name={NAME}", "--port", str(port)],
+                  {}, log)
     try:
         base = f"http://127.0.0.1:{port}"
         _wait_http(proc, f"{base}/ping", log)
@@ -244,6 +246,11 @@ def test_models_serve(registered, checkpoint, tmp_path):
             "columns": ["context", "question"], "data": [[STORY, "   "]]}})
         assert status == 400, body
         assert "question" in json.loads(body)["message"] and "row 0" in json.loads(body)["message"]
+
+        # still serving after bad requests, and a batch is answered in one call
+        status, body = _post(f"{base}/invocations", {"dataframe_records": [
+            {"context": STORY, "question": "Where is Mary?"}, {"context": STORY, "question": "Where is John?"}]})
+        assert status == 200 and len(json.loads(body)["predictions"]) == 2, body
     finally:
         _stop(proc)
 
