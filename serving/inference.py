@@ -30,7 +30,9 @@ class Predictor:
         self.device = torch.device(device)
         self.model, config = load_checkpoint(ckpt_dir, self.device)
         self.tokenizer = load_tokenizer(ckpt_dir / TOKENIZER)
-        self.max_segments = max_segments or 10_000
+        # as the dataset stage did for this model: the newest max_segments segments (a checkpoint from
+        # before this was recorded reads the whole context)
+        self.max_segments = max_segments or self.model.vocab.max_segments or 1_000_000
         entity_rows: dict[str, int] = {}
         self.extractor = None
         if self.model.fusion is not None:

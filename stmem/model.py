@@ -42,6 +42,7 @@ class Vocab:
     num_entities: int = 0
     entity_dim: int = 0
     pack_sentences: bool = True  # how the dataset made segments; inference does the same
+    max_segments: int | None = None  # the newest segments the dataset kept; inference keeps as many
 
     @classmethod
     def from_dataset(cls, info: dict, entity_embeddings: torch.Tensor | None) -> "Vocab":
@@ -51,7 +52,7 @@ class Vocab:
                    max_question_len=info["max_question_len"], max_answer_len=info["max_answer_len"],
                    num_entities=0 if entity_embeddings is None else entity_embeddings.shape[0],
                    entity_dim=0 if entity_embeddings is None else entity_embeddings.shape[1],
-                   pack_sentences=info.get("pack_sentences", True))
+                   pack_sentences=info.get("pack_sentences", True), max_segments=info.get("max_segments"))
 
 
 class EntityFusion(nn.Module):

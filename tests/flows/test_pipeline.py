@@ -96,6 +96,23 @@ def test_model_is_registered_as_champion_and_loads_in_a_fresh_process(run_dir):
     assert out.stdout.splitlines()[-1] == "ANSWER=" + expected
 
 
+def test_served_answers_are_the_evaluated_ones(run_dir):
+    """Train/serve parity: raw test stories through the predictor give test_predictions.parquet, answer by answer."""
+    from corpora import read_corpus
+
+    contexts, questions, ids = [], [], []
+    for story in read_corpus(RunLayout(run_dir).corpus):
+        if story.split == "test":
+            for q, (question, pos) in enumerate(zip(story.questions, story.question_positions)):
+                contexts.append("\n".join(story.sentences[:pos]))
+                questions.append(question)
+                ids.append(f"{story.story_id}/{q}")
+    evaluated = pq.read_table(run_dir / "train" / "test_predictions.parquet").to_pydict()
+    by_id = dict(zip(evaluated["example_id"], evaluated["prediction"]))
+    assert Predictor(run_dir / "train").answer(contexts, questions) == [by_id[i] for i in ids]
+    assert Predictor(run_dir / "train").max_segments == 6  # tests/tiny.yaml's dataset.max_segments
+
+
 def test_stage_train_reruns_training_alone(run_dir, tmp_path):
     # on a copy: the registered champion must keep matching run_dir's checkpoint for the other tests
     run_dir = Path(shutil.copytree(run_dir, tmp_path / run_dir.name))
