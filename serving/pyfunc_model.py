@@ -19,6 +19,10 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 INPUT_COLUMNS = ("context", "question")
 OUTPUT_COLUMN = "answer"
+# Longer requests are refused (400) before any work: the model keeps only its newest
+# max_segments segments anyway, and parsing a megabyte costs seconds of CPU a request.
+MAX_CHARS = {"context": 100_000, "question": 1_000}
+MAX_ROWS = 256
 
 
 def _bad_request(message: str) -> MlflowException:
@@ -38,6 +42,8 @@ def validate_input(model_input: Any) -> tuple[list[str], list[str]]:
     missing = [c for c in INPUT_COLUMNS if c not in model_input.columns]
     if missing:
         raise _bad_request(f"input is missing column(s) {missing}; expected {list(INPUT_COLUMNS)}")
+    if len(model_input) > MAX_ROWS:
+        raise _bad_request(f"{len(model_input)} rows in one request; at most {MAX_ROWS}")
     columns = {}
     for name in INPUT_COLUMNS:
         values = model_input[name].tolist()
@@ -46,6 +52,9 @@ def validate_input(model_input: Any) -> tuple[list[str], list[str]]:
                 raise _bad_request(f"column '{name}', row {row}: expected a string, got {type(value).__name__}")
             if not value.strip():
                 raise _bad_request(f"column '{name}', row {row}: must not be empty")
+            if len(value) > MAX_CHARS[name]:
+                raise _bad_request(f"column '{name}', row {row}: {len(value):,} characters, over the limit of "
+                                   f"{MAX_CHARS[name]:,}")
         columns[name] = values
     return columns["context"], columns["question"]
 

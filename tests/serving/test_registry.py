@@ -247,6 +247,12 @@ def test_stmem_serve(registered, checkpoint, tmp_path):
         assert status == 400, body
         assert "question" in json.loads(body)["message"] and "row 0" in json.loads(body)["message"]
 
+        status, body = _post(f"{base}/invocations", {"dataframe_split": {
+            "columns": ["context", "question"], "data": [[STORY, "Where is Mary?"], ["x " * 60_000, "Where?"]]}})
+        assert status == 400, body
+        assert json.loads(body)["message"].endswith("column 'context', row 1: 120,000 characters, over the limit "
+                                                    "of 100,000")  # after MLflow's "Failed to predict data ..." 
+
         # still serving after bad requests, and a batch is answered in one call
         status, body = _post(f"{base}/invocations", {"dataframe_records": [
             {"context": STORY, "question": "Where is Mary?"}, {"context": STORY, "question": "Where is John?"}]})
