@@ -197,7 +197,7 @@ class TrainConfig(Section):
 class RegisterConfig(Section):
     model_name: str = "stmem-demo"
     experiment: str = "stmem"
-    tracking_uri: str | None = None  # None: sqlite:///<run dir>/mlflow.db
+    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<run dir>/mlflow.db
     metric: str = "test_accuracy"  # higher is better; decides champion
     # a new version becomes champion only when its metric beats the champion's
     # by more than this, on the same test set
