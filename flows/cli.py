@@ -120,6 +120,17 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# MLFLOW_TRACKING_URI as the user set it, before MLflow (which sets it in-process) ran
+_ENV_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
+
+def _registry_from_env(args: argparse.Namespace) -> None:
+    """``MLFLOW_TRACKING_URI`` names the registry when neither the config nor ``--set`` does."""
+    if _ENV_TRACKING_URI and not any(o.split("=", 1)[0].strip() == "register.tracking_uri" for o in args.overrides):
+        if load_config(args.config, args.overrides).register.tracking_uri is None:
+            args.overrides.append(f"register.tracking_uri={_ENV_TRACKING_URI}")
+
+
 def _store_uri(cfg) -> str:
     """The config's MLflow tracking URI; a local store that does not exist yet is an error, not created."""
     from serving.registry import mlflow_store
@@ -229,6 +240,7 @@ def _prefect_api():
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        _registry_from_env(args)
         if args.command == "predict":
             return _predict(args)
         if args.command == "serve":

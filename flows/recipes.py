@@ -12,7 +12,8 @@ from pathlib import Path
 from stmem.config import Config, ConfigError, load_config
 
 PREFIX = "run:"
-INHERITED = ("run.root", "train.num_threads", "train.progress", "train.device", "train.checkpoint_every")
+INHERITED = ("run.root", "train.num_threads", "train.progress", "train.device", "train.checkpoint_every",
+             "register.tracking_uri")  # a chain reports to one registry
 
 
 def parent_of(config_path: str | None, overrides: list[str], cfg: Config) -> tuple[str, list[str]] | None:

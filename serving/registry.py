@@ -91,14 +91,12 @@ def default_tracking_uri(run_dir: Path | str) -> str:
 def mlflow_store(tracking_uri: str | None, run_dir: Path) -> tuple[str, Path | None]:
     """``(tracking URI, artifact root of a new experiment)`` for a run.
 
-    ``tracking_uri`` (``register.tracking_uri``), else ``MLFLOW_TRACKING_URI``,
-    else the run directory's SQLite store with artifacts in
-    ``<run_dir>/mlartifacts``. A tracking server keeps its own artifact store
-    (``mlflow server`` proxies it), so another machine can load the models.
+    ``tracking_uri`` (``register.tracking_uri``), else the run directory's
+    SQLite store with artifacts in ``<run_dir>/mlartifacts``. A tracking
+    server keeps its own artifact store (``mlflow server`` proxies it), so
+    another machine can load the models. (Not ``MLFLOW_TRACKING_URI``: MLflow
+    sets it in-process; the CLI reads it once, when it starts.)
     """
-    import os
-
-    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if tracking_uri:
         return tracking_uri, None
     return default_tracking_uri(run_dir), Path(run_dir) / "mlartifacts"
