@@ -20,7 +20,7 @@ from pathlib import Path
 
 import common
 from corpora import add_distractors, read_babi, write_corpus
-from kg_pipeline.extract import extract
+from kg_pipeline.extraction import extract
 from stmem.checkpoint import load_checkpoint
 from stmem.dataset import build_dataset, load_tokenizer
 from stmem.evaluate import exact_match

@@ -36,7 +36,7 @@ class Predictor:
         entity_rows: dict[str, int] = {}
         self.extractor = None
         if self.model.fusion is not None:
-            from kg_pipeline.extract import MentionExtractor  # spaCy only when the model links entities
+            from kg_pipeline.extraction import MentionExtractor  # spaCy only when the model links entities
 
             table = pq.read_table(ckpt_dir / ENTITY_INDEX)
             entity_rows = dict(zip(table.column("entity").to_pylist(), table.column("row").to_pylist()))

@@ -16,6 +16,18 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
 
+def pytest_sessionstart(session):
+    """One Prefect server for the whole suite, as docs/operations.md advises for repeated commands:
+    each `stmem` command a test starts then reports to it instead of starting a temporary server."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Stop Prefect's temporary server while pytest's output is still open.
 

@@ -155,7 +155,8 @@ def test_run_killed_during_training_resumes_from_its_checkpoint(tmp_path):
     slow = ["--set", "train.epochs=30", "--set", "train.patience=30", "--set", "train.checkpoint_every=5"]
     root = tmp_path / "killed"
     servers_before = prefect_servers()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    # no PREFECT_API_URL: the command starts (and must not outlive) a temporary server of its own
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PREFECT_API_URL": ""}
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--config", str(TINY_CONFIG),
                              "--set", f"run.root={root}", *slow], cwd=REPO, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

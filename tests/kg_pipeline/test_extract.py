@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from kg_pipeline import KGInputError, MentionExtractor, Triple, canonical_entity, extract
-from kg_pipeline.extract import MENTIONS_SCHEMA, TRIPLES_SCHEMA
+from kg_pipeline.extraction import MENTIONS_SCHEMA, TRIPLES_SCHEMA
 from corpora import Story, write_corpus
 
 
