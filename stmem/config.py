@@ -245,6 +245,8 @@ class Config(Section):
 
 
 EXECUTION_ONLY = {"train.progress", "train.num_threads", "train.checkpoint_every"}
+# What a trained model depends on in the config: the train stage's key, in the pipeline and alone.
+TRAIN_SECTIONS = ("model", "train", "run.seed", "corpus.word_classes", "extract.spacy_model")
 
 
 def _describe(err: ValidationError, source: str) -> str:

@@ -34,7 +34,7 @@ from transformers import get_cosine_schedule_with_warmup
 from stmem import distributed, resume
 from stmem.batch import collate
 from stmem.checkpoint import ENTITY_INDEX, TOKENIZER, save_checkpoint
-from stmem.config import Config, ConfigError, TrainConfig, load_config
+from stmem.config import TRAIN_SECTIONS, Config, ConfigError, TrainConfig, load_config
 from stmem.dataset import load_tokenizer
 from stmem.evaluate import exact_match, mean_loss, predict_answers, score, to_device
 from stmem.init_from import init_from_checkpoint
@@ -303,7 +303,7 @@ def _fit_published(cfg: Config, dataset_dir: Path, out_dir: Path, kg_dir: Path |
     if cfg.train.init_from:
         files += [Path(cfg.train.init_from) / f for f in ("model.safetensors", "model_config.json", TOKENIZER)]
     inputs = {"files": {str(f): file_sha256(f) for f in files},
-              "config": cfg.section_hash("model", "train", "run.seed", "corpus.word_classes", "extract.spacy_model")}
+              "config": cfg.section_hash(*TRAIN_SECTIONS)}
     key = digest({"stage": "train", **inputs})
     if int(os.environ.get("RANK", "0")) != 0:
         return fit_with_restarts(cfg, dataset_dir=dataset_dir, out_dir=work_dir(out_dir, key), kg_dir=kg_dir)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from stmem.artifacts import MissingArtifactError, altered, digest, file_sha256, read_manifest
-from stmem.config import Config
+from stmem.config import TRAIN_SECTIONS, Config
 from stmem.layout import RunLayout
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ GRAPH: dict[str, Stage] = {s.name: s for s in (
                           "kg": ("entity_embeddings.safetensors", "entity_index.parquet")},
           writes=("model.safetensors", "model_config.json", "tokenizer.json", "eval.json", "history.json",
                   "test_predictions.parquet", "mlflow_run.json"),
-          sections=("model", "train", "run.seed", "corpus.word_classes", "extract.spacy_model"),
+          sections=TRAIN_SECTIONS,
           code=("corpora", "stmem"), build="tasks.train:build", extra_inputs="tasks.train:start_model",
           resumable=True),
     Stage("register", reads={"train": ("model.safetensors", "eval.json", "history.json", "test_predictions.parquet"),

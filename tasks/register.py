@@ -30,7 +30,9 @@ def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
     manifests = [inputs[s] / "manifest.json" for s in ("ingest", "extract", "kg", "dataset", "train")]
     run_file = train / RUN_FILE  # the run training opened; absent for a model trained outside the pipeline
     run_id = json.loads(run_file.read_text())["run_id"] if run_file.is_file() else None
-    test_set = json.loads((inputs["dataset"] / "manifest.json").read_text())["outputs"]["test.parquet"][:16]
+    from stmem.artifacts import read_manifest
+
+    test_set = read_manifest(inputs["dataset"])["outputs"]["test.parquet"][:16]  # the test split's sha256
     with tempfile.TemporaryDirectory(prefix="stmem-plots-") as tmp:
         plots = training_plots(train, inputs["ingest"] / "corpus.parquet", Path(tmp) / "plots")
         result = _register(cfg, train, kg, manifests, run_id, plots, test_set)

@@ -38,7 +38,9 @@ def run_tags(cfg: Config, inputs: dict[str, Path]) -> dict[str, str]:
         tags["prefect.flow_run_id"] = str(flow_run.id)
     if cfg.train.init_from:  # a recipe step: the run whose model this one starts from
         tags["stmem.init_from"] = cfg.train.init_from
-        parent = Path(cfg.train.init_from) / "mlflow_run.json"  # serving.tracking.RUN_FILE
+        from serving.tracking import RUN_FILE
+
+        parent = Path(cfg.train.init_from) / RUN_FILE
         if parent.is_file():
             tags["stmem.parent_run_id"] = json.loads(parent.read_text())["run_id"]
     return tags

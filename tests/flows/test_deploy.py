@@ -29,6 +29,17 @@ def wait_for(check, seconds: float, what: str):
     raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
 
 
+def wait_healthy(url: str, what: str, seconds: float = 180) -> None:
+    """Until GET ``url`` answers 200 (a server that has started)."""
+    def healthy():
+        try:
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, seconds, what)
+
+
 def test_deploy_without_a_server_is_refused_in_one_line(tmp_path):
     env = {"PREFECT_API_URL": "", "PREFECT_HOME": str(tmp_path)}
     res = stmem_cli("deploy", "--config", str(TINY_CONFIG), "--interval", "60", env=env)
@@ -47,14 +58,7 @@ def test_scheduled_deployment_runs_the_pipeline_and_registers_a_model(tmp_path):
         procs.append(subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                                       env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL))
-
-        def healthy():
-            try:
-                return httpx.get(f"{api}/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(healthy, 180, "prefect server")
+        wait_healthy(f"{api}/health", "prefect server")
         root = tmp_path / "runs"
         procs.append(subprocess.Popen([sys.executable, "-m", "flows.cli", "deploy", "--config", str(TINY_CONFIG),
                                        "--set", f"run.root={root}", "--interval", "5"], cwd=REPO, env=env,

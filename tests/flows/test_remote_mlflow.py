@@ -6,11 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 from mlflow import MlflowClient
 
 from tests.conftest import TINY_CONFIG, stmem_cli
-from tests.flows.test_deploy import free_port, wait_for
+from tests.flows.test_deploy import free_port, wait_healthy
 
 
 def test_pipeline_registers_on_a_remote_mlflow_server_with_its_artifact_store(tmp_path):
@@ -22,13 +21,7 @@ def test_pipeline_registers_on_a_remote_mlflow_server_with_its_artifact_store(tm
                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
     try:
-        def healthy():
-            try:
-                return httpx.get(f"{uri}/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(healthy, 180, "mlflow server")
+        wait_healthy(f"{uri}/health", "mlflow server")
         root = tmp_path / "runs"
         res = stmem_cli("run", "--config", str(TINY_CONFIG), "--set", f"run.root={root}",
                         "--set", f"register.tracking_uri={uri}")
