@@ -16,7 +16,7 @@ import spacy
 from spacy.tokens import Doc, Span, Token
 
 from kg_pipeline.errors import KGInputError
-from corpora import read_corpus
+from corpora.schema import read_corpus
 
 MENTIONS_SCHEMA = pa.schema([
     ("story_id", pa.string()),

@@ -63,12 +63,19 @@ class Predictor:
         return {"segments": segs, "segment_entities": seg_ents, "question": q_ids[:n], "question_entities": q_ents[:n]}
 
     def answer(self, contexts: list[str], questions: list[str], batch_size: int = 64) -> list[str]:
+        return self.predict(contexts, questions, batch_size)[0]
+
+    def predict(self, contexts: list[str], questions: list[str],
+                batch_size: int = 64) -> tuple[list[str], list[float]]:
+        """The answers, and for each the probability the model gives it (``MemoryQA.generate_scored``)."""
         if len(contexts) != len(questions):
             raise ValueError("contexts and questions differ in length")
         examples = [self.encode(c, q) for c, q in zip(contexts, questions)]
-        out: list[str] = []
+        answers: list[str] = []
+        scores: list[float] = []
         for i in range(0, len(examples), batch_size):
             batch = collate(examples[i:i + batch_size], self.model.vocab.pad_id, self.model.vocab.segment_len)
-            for ids in self.model.generate(to_device(batch, self.device)):
-                out.append(decode_answer(self.tokenizer, ids))
-        return out
+            ids, probs = self.model.generate_scored(to_device(batch, self.device))
+            answers += [decode_answer(self.tokenizer, a) for a in ids]
+            scores += probs
+        return answers, scores

@@ -3,7 +3,8 @@
 MLflow copies this file into the logged model and executes it on load, so the
 model is rebuilt from the checkpoint artifact (safetensors + JSON) and nothing
 is pickled. Input: a DataFrame with string columns ``context`` (the story, one
-sentence per line) and ``question``; output: a DataFrame with column ``answer``.
+sentence per line) and ``question``; output: a DataFrame with columns
+``answer`` and ``score`` (the probability the model gives that answer).
 
 Bad requests raise ``MlflowException(INVALID_PARAMETER_VALUE)``, which
 ``mlflow models serve`` answers with HTTP 400.
@@ -18,7 +19,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 INPUT_COLUMNS = ("context", "question")
-OUTPUT_COLUMN = "answer"
 # Longer requests are refused (400) before any work: the model keeps only its newest
 # max_segments segments anyway, and parsing a megabyte costs seconds of CPU a request.
 MAX_CHARS = {"context": 100_000, "question": 1_000}
@@ -70,12 +70,12 @@ class StmemQAModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
         contexts, questions = validate_input(model_input)
         if not contexts:
-            return pd.DataFrame({OUTPUT_COLUMN: pd.Series([], dtype=object)})
+            return pd.DataFrame({"answer": pd.Series([], dtype=object), "score": pd.Series([], dtype=float)})
         try:
-            answers = self.predictor.answer(contexts, questions)
+            answers, scores = self.predictor.predict(contexts, questions)
         except ValueError as e:  # e.g. a context with no sentence in it
             raise _bad_request(str(e)) from e
-        return pd.DataFrame({OUTPUT_COLUMN: answers})
+        return pd.DataFrame({"answer": answers, "score": scores})
 
 
 mlflow.models.set_model(StmemQAModel())

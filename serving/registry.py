@@ -6,10 +6,11 @@ safetensors/JSON files and source code only, never a pickled module. The
 ``serving``, ``stmem``, ``corpora`` and ``kg_pipeline`` packages are bundled as code paths, so a
 registered version always serves with the code it was registered with.
 
-Aliases: every new version gets ``challenger``; it is promoted to
-``champion`` (and ``challenger`` is dropped) when there is no champion yet or
-when its metric is strictly greater than the champion's. So ``challenger``
-only ever names a version newer than the champion that did not beat it.
+Aliases: every new version gets ``challenger``; it becomes ``champion`` when
+there is no champion yet, or when its metric beats the champion's by more
+than ``register.min_improvement`` on the same test set. Every move of
+``champion`` is recorded as a version tag; ``rollback`` follows them back.
+Each version's description is its model card (``serving.model_card``).
 """
 from __future__ import annotations
 
@@ -182,7 +183,7 @@ def _signature():
     from mlflow.types import ColSpec, Schema
 
     return ModelSignature(inputs=Schema([ColSpec("string", "context"), ColSpec("string", "question")]),
-                          outputs=Schema([ColSpec("string", "answer")]))
+                          outputs=Schema([ColSpec("string", "answer"), ColSpec("double", "score")]))
 
 
 def _alias_version(client, name: str, alias: str):
@@ -215,7 +216,7 @@ def _get_or_create_experiment(client, name: str, artifact_root: Path | None) -> 
 def register_model(*, checkpoint_dir: Path, tracking_uri: str, experiment: str, model_name: str, metric: str,
                    params: dict, metrics: dict, artifacts: Iterable[Path] = (),
                    artifact_root: Path | None = None, run_id: str | None = None, test_set: str | None = None,
-                   min_improvement: float = 0.0) -> dict:
+                   min_improvement: float = 0.0, description: str | None = None) -> dict:
     """Log a run with the pyfunc model, register it, and update the aliases.
 
     ``params``/``metrics`` may be nested (keys flattened with dots); params are
@@ -230,6 +231,7 @@ def register_model(*, checkpoint_dir: Path, tracking_uri: str, experiment: str, 
     champion's by more than ``min_improvement`` on the same ``test_set`` (a
     digest of the test split; versions of different test sets are never
     compared), else ``challenger``; every champion move is a version tag.
+    ``description``: the version's model card (``serving.model_card``).
 
     Returns ``{"run_id", "model_uri", "version", "alias", "champion_version",
     "metric", "reason"}``. Not atomic across concurrent registrations of one model.
@@ -284,6 +286,8 @@ def register_model(*, checkpoint_dir: Path, tracking_uri: str, experiment: str, 
                 warnings.filterwarnings("ignore", message=".*type hints to the `predict` method")
                 info = _log_pyfunc(ckpt, code_paths, input_example, fusion, config, model_name)
     version = str(info.registered_model_version)
+    if description:
+        client.update_model_version(model_name, version, description=description)
     client.set_model_version_tag(model_name, version, "metric", metric)
     client.set_model_version_tag(model_name, version, "metric_value", repr(value))
     if test_set:

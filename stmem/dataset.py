@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from corpora import CorpusError, read_corpus
+from corpora.schema import CorpusError, read_corpus
 
 PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[CLS]", "[SEP]"
 _SPACED_PUNCT = re.compile(r"\s*([^\w\s]|_)\s*")

@@ -187,12 +187,20 @@ class MemoryQA(nn.Module):
     @torch.no_grad()
     def generate(self, batch: dict[str, torch.Tensor]) -> list[list[int]]:
         """Greedy answer token ids (without BOS/EOS) for each example."""
+        return self.generate_scored(batch)[0]
+
+    def generate_scored(self, batch: dict[str, torch.Tensor]) -> tuple[list[list[int]], list[float]]:
+        """Greedy answer token ids (without BOS/EOS) for each example, and the probability the model gives
+        that answer: the product over its tokens and the EOS (what a served answer reports as its score)."""
         enc, enc_pad = self.encode_question(batch)
         B = enc.shape[0]
         out = torch.full((B, 1), self.vocab.bos_id, dtype=torch.long, device=enc.device)
         done = torch.zeros(B, dtype=torch.bool, device=enc.device)
+        log_prob = torch.zeros(B, device=enc.device)
         for _ in range(self.vocab.max_answer_len):
-            nxt = self._decode(enc, enc_pad, batch["question"], out)[:, -1].argmax(-1)
+            step = self._decode(enc, enc_pad, batch["question"], out)[:, -1].float().log_softmax(-1)
+            best, nxt = step.max(-1)
+            log_prob = log_prob + torch.where(done, 0.0, best)
             nxt = torch.where(done, self.vocab.pad_id, nxt)
             out = torch.cat([out, nxt[:, None]], dim=1)
             done |= nxt == self.vocab.eos_id
@@ -202,4 +210,4 @@ class MemoryQA(nn.Module):
         for row in out[:, 1:].tolist():
             stop = [i for i, t in enumerate(row) if t in (self.vocab.eos_id, self.vocab.pad_id)]
             answers.append(row[:stop[0]] if stop else row)
-        return answers
+        return answers, log_prob.exp().tolist()

@@ -20,6 +20,7 @@ def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
     """Checkpoint + metrics -> MLflow run, registered pyfunc, champion/challenger alias."""
     import tempfile
 
+    from serving.model_card import model_card
     from serving.plots import training_plots
     from serving.tracking import RUN_FILE
 
@@ -33,15 +34,34 @@ def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
     from stmem.artifacts import read_manifest
 
     test_set = read_manifest(inputs["dataset"])["outputs"]["test.parquet"][:16]  # the test split's sha256
+    card = model_card(json.loads((train / "eval.json").read_text()), _sources(cfg, inputs, test_set))
     with tempfile.TemporaryDirectory(prefix="stmem-plots-") as tmp:
         plots = training_plots(train, inputs["ingest"] / "corpus.parquet", Path(tmp) / "plots")
-        result = _register(cfg, train, kg, manifests, run_id, plots, test_set)
+        result = _register(cfg, train, kg, manifests, run_id, plots, test_set, card)
     (out / "registration.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
+def _sources(cfg: Config, inputs: dict[str, Path], test_set: str) -> dict[str, str]:
+    """The model card's provenance rows: what the model was built from, by hash."""
+    from stmem.artifacts import digest, read_manifest
+    from tasks.train import run_tags
+
+    train = read_manifest(inputs["train"])
+    tags = run_tags(cfg, inputs)
+    sources = {"test set (sha256 of test.parquet)": test_set,
+               "dataset (digest of its files)": tags["stmem.dataset_digest"],
+               "KG (digest of its files)": digest(read_manifest(inputs["kg"])["outputs"]),
+               "config (train stage's sections)": train["config_hash"],
+               "code version": train["code_version"], "run": cfg.run.name}
+    if "stmem.init_from" in tags:
+        sources["parent (train.init_from)"] = tags["stmem.init_from"]
+        sources["parent MLflow run"] = tags.get("stmem.parent_run_id", "unknown")
+    return sources
+
+
 def _register(cfg: Config, train: Path, kg: Path, manifests: list[Path], run_id: str | None,
-              plots: list[Path], test_set: str) -> dict:
+              plots: list[Path], test_set: str, description: str) -> dict:
     from serving.registry import mlflow_store, register_model
 
     tracking_uri, artifact_root = mlflow_store(cfg.register.tracking_uri, cfg.run_dir)
@@ -53,5 +73,5 @@ def _register(cfg: Config, train: Path, kg: Path, manifests: list[Path], run_id:
                                train / "test_predictions.parquet",
                                *plots],
         artifact_root=artifact_root, run_id=run_id, test_set=test_set,
-        min_improvement=cfg.register.min_improvement,
+        min_improvement=cfg.register.min_improvement, description=description,
     )

@@ -7,7 +7,8 @@ import pytest
 from tests.conftest import shared_data
 
 from stmem.config import ConfigError, load_config
-from corpora import add_distractors, generate_countries_stories, ingest, majority_rate, read_babi, read_corpus
+from corpora import add_distractors, generate_countries_stories, majority_rate, read_babi, read_corpus
+from corpora.ingest import ingest
 from corpora.babilong import DISTRACTORS, context_words
 from corpora.countries import load_countries_kg, natural_name, split_countries
 

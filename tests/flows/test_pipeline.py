@@ -22,6 +22,7 @@ from stmem.evaluate import predict_answers
 from stmem.layout import RunLayout
 from tasks.graph import GRAPH, STAGES
 from tests.conftest import TINY_CONFIG, error_lines, stmem_cli
+from tests.servers import free_port, post, start, stop, wait_http
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +86,13 @@ def test_model_is_registered_as_champion_and_loads_in_a_fresh_process(run_dir):
     version = client.get_model_version_by_alias("stmem-tiny", "champion")
     reg = json.loads((run_dir / "register" / "registration.json").read_text())
     assert int(version.version) == reg["version"]
+    # the model card: the evaluation per task and where the model comes from
+    evaluation = json.loads((run_dir / "train" / "eval.json").read_text())["test"]
+    for task, accuracy in evaluation["per_task"].items():
+        assert f"| {task} | {accuracy:.4f} |" in version.description
+    train_manifest = json.loads((run_dir / "train" / "manifest.json").read_text())
+    assert f"| code version | `{train_manifest['code_version']}` |" in version.description
+    assert f"| config (train stage's sections) | `{train_manifest['config_hash']}` |" in version.description
     code = ("import mlflow, pandas as pd\n"
             "m = mlflow.pyfunc.load_model('models:/stmem-tiny@champion')\n"
             "print('ANSWER=' + m.predict(pd.DataFrame({'context': ['Mary went to the kitchen.'], "
@@ -96,8 +104,8 @@ def test_model_is_registered_as_champion_and_loads_in_a_fresh_process(run_dir):
     assert out.stdout.splitlines()[-1] == "ANSWER=" + expected
 
 
-def test_served_answers_are_the_evaluated_ones(run_dir):
-    """Train/serve parity: raw test stories through the predictor give test_predictions.parquet, answer by answer."""
+def _test_questions(run_dir: Path) -> tuple[list[str], list[str], list[str]]:
+    """The test split as raw text: (contexts, questions, example ids), one per question."""
     from corpora import read_corpus
 
     contexts, questions, ids = [], [], []
@@ -107,10 +115,71 @@ def test_served_answers_are_the_evaluated_ones(run_dir):
                 contexts.append("\n".join(story.sentences[:pos]))
                 questions.append(question)
                 ids.append(f"{story.story_id}/{q}")
+    return contexts, questions, ids
+
+
+def _evaluated(run_dir: Path, ids: list[str]) -> list[str]:
     evaluated = pq.read_table(run_dir / "train" / "test_predictions.parquet").to_pydict()
     by_id = dict(zip(evaluated["example_id"], evaluated["prediction"]))
-    assert Predictor(run_dir / "train").answer(contexts, questions) == [by_id[i] for i in ids]
+    return [by_id[i] for i in ids]
+
+
+def test_served_answers_are_the_evaluated_ones(run_dir):
+    """Train/serve parity: raw test stories through the predictor give test_predictions.parquet, answer by answer."""
+    contexts, questions, ids = _test_questions(run_dir)
+    assert Predictor(run_dir / "train").answer(contexts, questions) == _evaluated(run_dir, ids)
     assert Predictor(run_dir / "train").max_segments == 6  # tests/tiny.yaml's dataset.max_segments
+
+
+@pytest.mark.slow
+def test_stmem_serve_answers_as_predict_and_the_evaluation(run_dir, tmp_path):
+    """`stmem serve` on the tiny run's champion: the test split's evaluated answers in all three request
+    formats, `stmem predict`'s answer, a 400 naming the field and row for each bad request, and still serving."""
+    contexts, questions, ids = _test_questions(run_dir)
+    evaluated = _evaluated(run_dir, ids)
+    port, log = free_port(), tmp_path / "serve.log"
+    proc = start([sys.executable, "-m", "flows.cli", "serve", "--config", str(TINY_CONFIG),
+                  "--set", f"run.root={run_dir.parent}", "--port", str(port)], log)
+    url = f"http://127.0.0.1:{port}/invocations"
+    try:
+        wait_http(proc, f"http://127.0.0.1:{port}/ping", log)
+        status, body = post(url, {"dataframe_split": {"columns": ["context", "question"],
+                                                      "data": [list(r) for r in zip(contexts, questions)]}})
+        assert status == 200, body
+        assert [p["answer"] for p in body["predictions"]] == evaluated  # one batch call
+        assert all(0.0 < p["score"] <= 1.0 for p in body["predictions"])
+        status, body = post(url, {"inputs": {"context": contexts[:3], "question": questions[:3]}})
+        assert status == 200 and [p["answer"] for p in body["predictions"]] == evaluated[:3], body
+        status, body = post(url, {"dataframe_records": [{"context": c, "question": q}
+                                                        for c, q in zip(contexts[:3], questions[:3])]})
+        assert status == 200 and [p["answer"] for p in body["predictions"]] == evaluated[:3], body
+
+        story = tmp_path / "story.txt"
+        story.write_text(contexts[0] + "\n")
+        res = stmem_cli("predict", "--model", "models:/stmem-tiny@champion", "--context", str(story),
+                        "--question", questions[0], "--config", str(TINY_CONFIG), "--set", f"run.root={run_dir.parent}")
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert res.stdout.splitlines()[-1] == evaluated[0]
+
+        cols = ["context", "question"]
+        bad = [({"dataframe_split": {"columns": ["context"], "data": [[contexts[0]]]}}, "missing inputs ['question']"),  # MLflow's schema check
+               ({"dataframe_split": {"columns": cols, "data": [[contexts[0], questions[0]], [contexts[1], "  "]]}},
+                "column 'question', row 1: must not be empty"),
+               ({"dataframe_records": [{"context": contexts[0], "question": questions[0]},
+                                       {"context": "", "question": questions[0]}]},
+                "column 'context', row 1: must not be empty"),
+               ({"dataframe_split": {"columns": cols, "data": [[contexts[0], 7]]}}, "question"),
+               ({"dataframe_split": {"columns": cols, "data": [[contexts[0], questions[0]], ["x " * 60_000, "Where?"]]}},
+                "column 'context', row 1: 120,000 characters, over the limit of 100,000"),
+               ({"dataframe_split": {"columns": cols, "data": [[contexts[0], questions[0]]] * 257}},
+                "257 rows in one request; at most 256")]
+        for payload, message in bad:
+            status, body = post(url, payload)
+            assert status == 400 and message in body["message"], (payload.keys(), body)
+        status, body = post(url, {"inputs": {"context": contexts[:1], "question": questions[:1]}})
+        assert status == 200 and body["predictions"][0]["answer"] == evaluated[0], body  # still serving
+    finally:
+        stop(proc)
 
 
 def test_stage_train_reruns_training_alone(run_dir, tmp_path):
@@ -132,17 +201,6 @@ def test_stage_train_reruns_training_alone(run_dir, tmp_path):
     assert after["train"]["inputs"]["upstream"] == {s: digest(after[s]["outputs"]) for s in ("dataset", "kg")}
     accuracy = json.loads((L.stage_dir("train") / "eval.json").read_text())["test"]["accuracy"]
     assert f"test exact-match accuracy: {accuracy:.3f}" in res.stdout  # the summary reports the new model
-
-
-def test_predict_cli_answers(run_dir, tmp_path):
-    ctx = tmp_path / "story.txt"
-    ctx.write_text("Mary moved to the kitchen.\nJohn went to the garden.\n")
-    res = stmem_cli("predict", "--model", "models:/stmem-tiny@champion", "--context", str(ctx),
-                    "--question", "Where is Mary?", "--config", str(TINY_CONFIG), "--set", f"run.root={run_dir.parent}")
-    assert res.returncode == 0, res.stderr[-3000:]
-    # the registered model answers exactly as the checkpoint it was made from
-    expected = Predictor(run_dir / "train").answer([ctx.read_text()], ["Where is Mary?"])[0]
-    assert res.stdout.splitlines()[-1] == expected
 
 
 def test_stage_without_upstream_artifacts_fails_clearly(tmp_path):

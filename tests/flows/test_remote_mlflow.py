@@ -9,7 +9,8 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from tests.conftest import TINY_CONFIG, stmem_cli
-from tests.flows.test_deploy import free_port, wait_healthy
+from tests.flows.test_deploy import wait_healthy
+from tests.servers import free_port
 
 
 def test_pipeline_registers_on_a_remote_mlflow_server_with_its_artifact_store(tmp_path):

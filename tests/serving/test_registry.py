@@ -3,20 +3,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from serving.inference import Predictor
+from tests.servers import SERVER_ENV as ENV, free_port, start, stop, wait_http
 
-ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "MLFLOW_ENABLE_ASYNC_LOGGING": "false"}
 MLFLOW_BIN = str(Path(sys.executable).parent / "mlflow")
 STORY = "Mary moved to the bathroom.\nJohn went to the hallway."
 SENTENCES = [
@@ -167,113 +162,19 @@ def test_champion_loads_in_fresh_process(registered, checkpoint, tmp_path):
     assert "/code/stmem/" in out["stmem"]  # the code bundled with the model, not the working tree
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
-    # the CLIs exec uvicorn from PATH: put this venv's bin first
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    return subprocess.Popen(cmd, env={**os.environ, **ENV, "PATH": path, **env}, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop the server and the workers it started (its own process group)."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
-    # workers left in the group after the leader exited
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _wait_http(proc: subprocess.Popen, url: str, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{url} not up after {timeout}s:\n{log.read_text()[-3000:]}")
-
-
-def _post(url: str, payload: dict) -> tuple[int, str]:
-    req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-@pytest.mark.slow
-def test_stmem_serve(registered, checkpoint, tmp_path):
-    port, log = _free_port(), tmp_path / "serve.log"
-    run_dir = registered["run_dir"]  # the config names the registry: <run.root>/<run.name>/mlflow.db
-    proc = _start([sys.executable, "-m", "flows.cli", "serve", "--set", f"run.root={run_dir.parent}",
-                   "--set", f"run.name={run_dir.name}", "--set", f"register.model_name={NAME}", "--port", str(port)],
-                  {}, log)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_http(proc, f"{base}/ping", log)
-        status, body = _post(f"{base}/invocations", {"dataframe_split": {
-            "columns": ["context", "question"], "data": [[STORY, "Where is Mary?"]]}})
-        assert status == 200, body
-        predictions = json.loads(body)["predictions"]
-        assert [p["answer"] for p in predictions] == Predictor(checkpoint).answer([STORY], ["Where is Mary?"])
-
-        status, body = _post(f"{base}/invocations", {"dataframe_split": {"columns": ["context"], "data": [[STORY]]}})
-        assert status == 400, body
-        assert "question" in json.loads(body)["message"]
-
-        status, body = _post(f"{base}/invocations", {"dataframe_split": {
-            "columns": ["context", "question"], "data": [[STORY, "   "]]}})
-        assert status == 400, body
-        assert "question" in json.loads(body)["message"] and "row 0" in json.loads(body)["message"]
-
-        status, body = _post(f"{base}/invocations", {"dataframe_split": {
-            "columns": ["context", "question"], "data": [[STORY, "Where is Mary?"], ["x " * 60_000, "Where?"]]}})
-        assert status == 400, body
-        assert json.loads(body)["message"].endswith("column 'context', row 1: 120,000 characters, over the limit "
-                                                    "of 100,000")  # after MLflow's "Failed to predict data ..." 
-
-        # still serving after bad requests, and a batch is answered in one call
-        status, body = _post(f"{base}/invocations", {"dataframe_records": [
-            {"context": STORY, "question": "Where is Mary?"}, {"context": STORY, "question": "Where is John?"}]})
-        assert status == 200 and len(json.loads(body)["predictions"]) == 2, body
-    finally:
-        _stop(proc)
-
-
 @pytest.mark.slow
 def test_register_with_tracking_server(tmp_path, checkpoint):
     from mlflow import MlflowClient
 
     from serving.registry import register_model
 
-    port, log = _free_port(), tmp_path / "server.log"
-    proc = _start([MLFLOW_BIN, "server", "--backend-store-uri", f"sqlite:///{tmp_path}/srv.db",
+    port, log = free_port(), tmp_path / "server.log"
+    proc = start([MLFLOW_BIN, "server", "--backend-store-uri", f"sqlite:///{tmp_path}/srv.db",
                    "--artifacts-destination", str(tmp_path / "art"), "--host", "127.0.0.1", "--port", str(port),
-                   "--workers", "1"], {}, log)
+                   "--workers", "1"], log)
     try:
         uri = f"http://127.0.0.1:{port}"
-        _wait_http(proc, f"{uri}/health", log)
+        wait_http(proc, f"{uri}/health", log)
         result = register_model(checkpoint_dir=checkpoint, tracking_uri=uri, experiment="srv", model_name="srv-qa",
                                 metric="exact_match", params={"a": 1}, metrics={"exact_match": 0.4})
         assert result["alias"] == "champion" and result["version"] == 1
@@ -281,7 +182,7 @@ def test_register_with_tracking_server(tmp_path, checkpoint):
         assert int(client.get_model_version_by_alias("srv-qa", "champion").version) == 1
         assert any((tmp_path / "art").rglob("model.safetensors"))  # proxied to the server's artifact store
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def test_registration_refuses_non_finite_weights_and_a_metric_not_its_own(tmp_path):

@@ -1,0 +1,15 @@
+"""A registered model version's description: how it did, and what it was built from."""
+from __future__ import annotations
+
+
+def model_card(evaluation: dict, sources: dict[str, str]) -> str:
+    """Markdown: the test exact match overall and per task (``eval.json``), then one row per source
+    (data, KG and config hashes, code version, parent run)."""
+    test = evaluation["test"]
+    lines = [f"Test exact match **{test['accuracy']:.4f}** on {test['n']:,} questions "
+             f"(mean error {test['mean_error']:.4f}, {test['failed_tasks']} task(s) with error > 5%).", "",
+             "| task | exact match |", "|---|---|"]
+    lines += [f"| {task} | {acc:.4f} |" for task, acc in sorted(test["per_task"].items())]
+    lines += ["", "| built from | |", "|---|---|"]
+    lines += [f"| {name} | `{value}` |" for name, value in sources.items()]
+    return "\n".join(lines) + "\n"
