@@ -45,6 +45,19 @@ class ExtractConfig(Section):
     batch_size: int = Field(512, ge=1)
 
 
+# The PyKEEN settings a config may pass through kg.*_kwargs. An allow-list, not a deny-list: PyKEEN's
+# training loop takes checkpoint_name/checkpoint_directory and torch.load()s that file with
+# weights_only=False, so a config could otherwise make the kg stage run code from a file of its choosing.
+KG_KWARGS = {
+    "model_kwargs": {"embedding_dim", "scoring_fct_norm", "power_norm", "entity_initializer",
+                     "relation_initializer", "entity_constrainer", "relation_constrainer", "dropout"},
+    "training_kwargs": {"num_epochs", "batch_size", "slice_size", "label_smoothing", "sub_batch_size",
+                        "drop_last", "gradient_clipping_max_norm", "gradient_clipping_norm_type",
+                        "gradient_clipping_max_abs_value"},
+    "optimizer_kwargs": {"lr", "weight_decay", "betas", "eps", "momentum", "amsgrad"},
+}
+
+
 class KGConfig(Section):
     model: str = "TransE"  # any PyKEEN model name
     model_kwargs: dict[str, Any] = Field(default_factory=lambda: {"embedding_dim": 32})
@@ -63,6 +76,15 @@ class KGConfig(Section):
     # an entity reaches the model directly
     relation_context: bool = False
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _known_pykeen_settings(self) -> "KGConfig":
+        for field, allowed in KG_KWARGS.items():
+            unknown = sorted(set(getattr(self, field)) - allowed)
+            if unknown:
+                raise ValueError(f"kg.{field}: {', '.join(unknown)} not among the PyKEEN settings a config may "
+                                 f"set ({', '.join(sorted(allowed))})")
+        return self
 
 
 class DatasetConfig(Section):

@@ -94,3 +94,12 @@ def test_a_config_extends_its_base_key_by_key(tmp_path):
     (tmp_path / "orphan.yaml").write_text("extends: missing.yaml\n")
     with pytest.raises(ConfigError, match=r"missing\.yaml: config file not found"):
         load_config(tmp_path / "orphan.yaml")
+
+
+def test_kg_kwargs_outside_the_allow_list_are_refused():
+    # PyKEEN would torch.load(weights_only=False) checkpoint_directory/checkpoint_name: a file of the config's choosing
+    with pytest.raises(ConfigError, match=r"kg.training_kwargs: checkpoint_directory, checkpoint_name not among"):
+        load_config(None, ['kg.training_kwargs={"num_epochs": 1, "checkpoint_name": "x.pt", "checkpoint_directory": "/tmp"}'])
+    with pytest.raises(ConfigError, match=r"kg.optimizer_kwargs: params not among"):
+        load_config(None, ['kg.optimizer_kwargs={"params": []}'])
+    assert load_config(None, ['kg.training_kwargs={"num_epochs": 2, "batch_size": 8}']).kg.training_kwargs["num_epochs"] == 2
