@@ -13,7 +13,8 @@ from kg_pipeline.errors import KGInputError
 
 _WHERE = {**dict.fromkeys(("MENTIONS_SCHEMA", "TRIPLES_SCHEMA", "Mention", "MentionExtractor", "Triple",
                            "canonical_entity", "extract"), "kg_pipeline.extraction"),
-          **dict.fromkeys(("read_triples_tsv", "train_kg"), "kg_pipeline.kg")}
+          **dict.fromkeys(("read_triples_tsv", "read_external_kg"), "kg_pipeline.kg_files"),
+          "train_kg": "kg_pipeline.kg"}
 
 __all__ = ["KGInputError", *_WHERE]
 

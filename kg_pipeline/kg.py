@@ -18,66 +18,14 @@ from pykeen.triples import TriplesFactory
 from safetensors.torch import save_file
 
 from kg_pipeline.errors import KGInputError
+from kg_pipeline.kg_files import read_external_kg, read_triples_parquet
 
-__all__ = ["KGInputError", "read_triples_tsv", "train_kg"]
+__all__ = ["KGInputError", "train_kg"]
 
 # below this a 3-way split leaves (almost) nothing to validate or test on
 MIN_TRIPLES = 10
 
 ENTITY_INDEX_SCHEMA = pa.schema([("entity", pa.string()), ("row", pa.int32())])
-
-
-def read_triples_tsv(path: Path) -> list[tuple[str, str, str]]:
-    """head<TAB>relation<TAB>tail per line, as in the Countries KG; blank lines are skipped."""
-    path = Path(path)
-    if not path.is_file():
-        raise KGInputError(f"{path}: triples file not found")
-    triples = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            fields = [x.strip() for x in line.rstrip("\n").split("\t")]
-            if len(fields) != 3 or not all(fields):
-                raise KGInputError(f"{path}:{lineno}: expected head<TAB>relation<TAB>tail, got {line.rstrip()!r}")
-            triples.append(tuple(fields))
-    if not triples:
-        raise KGInputError(f"{path}: no triples")
-    return triples
-
-
-SPLIT_FILES = ("train.txt", "valid.txt", "test.txt")
-
-
-def external_kg_files(path: Path) -> list[Path]:
-    """A head<TAB>relation<TAB>tail file, or a directory holding a link-prediction
-    split of one (train.txt, valid.txt, test.txt, as Countries_S1 ships): all of them."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        files = [path / f for f in SPLIT_FILES]
-        missing = [f.name for f in files if not f.is_file()]
-        if missing:
-            raise KGInputError(f"{path}: external KG directory lacks {', '.join(missing)} "
-                               f"(expected {', '.join(SPLIT_FILES)})")
-        return files
-    raise KGInputError(f"{path}: external KG not found (kg.external_kg)")
-
-
-def _read_triples_parquet(path: Path) -> list[tuple[str, str, str]]:
-    if not path.is_file():
-        raise KGInputError(f"{path}: triples file not found")
-    names = ["head", "relation", "tail"]
-    missing = [n for n in names if n not in pq.read_schema(path).names]
-    if missing:
-        raise KGInputError(f"{path}: missing column(s) {missing}")
-    cols = pq.read_table(path, columns=names).to_pydict()
-    triples = list(zip(*(cols[n] for n in names)))
-    for row, triple in enumerate(triples):
-        if not all(triple):
-            raise KGInputError(f"{path}: row {row} has an empty or null field: {triple}")
-    return triples
 
 
 def _entity_matrix(model) -> torch.Tensor:
@@ -112,18 +60,17 @@ def train_kg(*, triples_path: Path, out_dir: Path, model: str = "TransE",
              optimizer_kwargs: dict | None = None, external_kg: Path | None = None,
              split_ratios: tuple[float, float, float] | list[float] = (0.8, 0.1, 0.1),
              text_triples: bool = True, relation_context: bool = False, seed: int = 0) -> dict:
-    """Train `model` on triples.parquet (+ an external KG, see ``external_kg_files``) and export
+    """Train `model` on triples.parquet (+ an external KG: ``kg_files.read_external_kg``) and export
     per-entity embeddings (with ``relation_context``, each followed by its
     relation context over every triple given: ``with_relation_context``)."""
     triples_path, out_dir = Path(triples_path), Path(out_dir)
     # text_triples=False: the embedding is trained on the external KG alone,
     # so facts the text states about its entities cannot pull them around.
-    triples = _read_triples_parquet(triples_path) if text_triples else []
+    triples = read_triples_parquet(triples_path) if text_triples else []
     if not text_triples and external_kg is None:
         raise KGInputError("kg.text_triples is false and there is no kg.external_kg: nothing to train on")
     if external_kg is not None:
-        for f in external_kg_files(Path(external_kg)):
-            triples += read_triples_tsv(f)
+        triples += read_external_kg(Path(external_kg))
     triples = sorted(set(triples))  # sorted: the same input gives the same ids and split
     if len(triples) < MIN_TRIPLES:
         sources = f"{triples_path}" + (f" + {external_kg}" if external_kg is not None else "")

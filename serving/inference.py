@@ -1,7 +1,8 @@
 """Answer questions with a trained checkpoint, from raw text.
 
 The context goes through the same path as in training: spaCy mentions (when
-the model fuses KG entities), the saved tokenizer, the same sentence-packed segments.
+the model fuses KG entities, with the KG names the extract stage found), the
+saved tokenizer, the same sentence-packed segments.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 
 from stmem.batch import collate
 from stmem.checkpoint import ENTITY_INDEX, TOKENIZER, load_checkpoint
-from stmem.dataset import ContextEncoder, decode_answer, load_tokenizer, segment
+from stmem.dataset import ENTITY_ALIASES, ContextEncoder, decode_answer, load_tokenizer, segment
 from stmem.evaluate import to_device
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -40,7 +41,11 @@ class Predictor:
 
             table = pq.read_table(ckpt_dir / ENTITY_INDEX)
             entity_rows = dict(zip(table.column("entity").to_pylist(), table.column("row").to_pylist()))
-            self.extractor = MentionExtractor(config["spacy_model"])
+            aliases = {}
+            if (ckpt_dir / ENTITY_ALIASES).is_file():  # the KG names training found in text, found here too
+                table = pq.read_table(ckpt_dir / ENTITY_ALIASES)
+                aliases = dict(zip(table.column("alias").to_pylist(), table.column("entity").to_pylist()))
+            self.extractor = MentionExtractor(config["spacy_model"], aliases=aliases)
         self.encoder = ContextEncoder(self.tokenizer, entity_rows)
 
     def _mentions(self, texts: list[str]) -> list[list[tuple[int, int, str]]]:

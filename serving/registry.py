@@ -27,6 +27,7 @@ from typing import Any, Iterable
 
 from serving.errors import RegistrationRefused
 from stmem.checkpoint import CONFIG, ENTITY_INDEX, TOKENIZER, WEIGHTS
+from stmem.dataset import ENTITY_ALIASES
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ STAGE_ARTIFACTS = "stage_artifacts"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 # Only these checkpoint files go into the model: tensors, JSON, parquet.
 _CKPT_REQUIRED = (WEIGHTS, CONFIG, TOKENIZER)
-_CKPT_OPTIONAL = (ENTITY_INDEX, "eval.json", "manifest.json")
+_CKPT_OPTIONAL = (ENTITY_INDEX, ENTITY_ALIASES, "eval.json", "manifest.json")
 _INPUT_EXAMPLE = {"context": "Mary moved to the bathroom.\nJohn went to the hallway.", "question": "Where is Mary?"}
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 _METRIC_KEY_BAD = re.compile(r"[^A-Za-z0-9_\-. /]")

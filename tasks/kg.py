@@ -7,7 +7,7 @@ def external_files(cfg: Config) -> list[Path]:
     """The external KG's files: part of the stage's key, so an edited KG re-runs it."""
     if not cfg.kg.external_kg:
         return []
-    from kg_pipeline.kg import external_kg_files
+    from kg_pipeline.kg_files import external_kg_files
 
     return external_kg_files(Path(cfg.kg.external_kg))
 

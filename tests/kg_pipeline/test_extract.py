@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from kg_pipeline import KGInputError, MentionExtractor, Triple, canonical_entity, extract
-from kg_pipeline.extraction import MENTIONS_SCHEMA, TRIPLES_SCHEMA
+from kg_pipeline.extraction import KG_LABEL, MENTIONS_SCHEMA, TRIPLES_SCHEMA, kg_aliases
 from corpora import Story, write_corpus
 
 
@@ -87,7 +87,7 @@ def test_extract_writes_declared_schemas(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     summary = extract(corpus_path=corpus, out_dir=out)
-    assert sorted(p.name for p in out.iterdir()) == ["mentions.parquet", "triples.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == ["entity_aliases.parquet", "mentions.parquet", "triples.parquet"]
 
     mentions = pq.read_table(out / "mentions.parquet")
     triples = pq.read_table(out / "triples.parquet")
@@ -116,3 +116,96 @@ def test_extract_writes_declared_schemas(tmp_path):
 def test_extract_missing_corpus(tmp_path):
     with pytest.raises(KGInputError, match="nope.parquet"):
         extract(corpus_path=tmp_path / "nope.parquet", out_dir=tmp_path)
+
+
+# -----------------------------------------------------------------------------
+# the user's KG found in text
+
+COUNTRY_IDS = ["barbados", "cook_islands", "chile", "united_states_virgin_islands", "united_states", "guinea",
+               "papua_new_guinea", "guinea-bissau", "caribbean", "polynesia", "south_america"]
+
+
+@pytest.fixture(scope="module")
+def kg_extractor() -> MentionExtractor:
+    return MentionExtractor(aliases=kg_aliases(COUNTRY_IDS))
+
+
+def test_kg_aliases_read_underscores_as_spaces():
+    aliases = kg_aliases(["united_states_virgin_islands", "guinea-bissau", "Chile"])
+    assert aliases == {"united states virgin islands": "united_states_virgin_islands",
+                       "guinea-bissau": "guinea-bissau", "chile": "Chile"}
+
+
+@pytest.mark.parametrize("text, entity", [
+    # the names spaCy's NER and lemmatiser got wrong in a user's corpus (issue 17)
+    ("mary travelled to barbados.", "barbados"),  # not "barbado"
+    ("john went to the cook islands.", "cook_islands"),  # not "island"
+    ("sandra moved to chile.", "chile"),  # missed by NER in lower case
+    ("Daniel journeyed to the United States Virgin Islands.", "united_states_virgin_islands"),
+    ("daniel journeyed to united states virgin islands.", "united_states_virgin_islands"),  # longest name wins
+    ("mary went to papua new guinea.", "papua_new_guinea"),
+    ("mary went to guinea-bissau.", "guinea-bissau"),
+])
+def test_kg_names_are_linked_to_their_kg_ids(kg_extractor, text, entity):
+    [(mentions, triples)] = kg_extractor.parse([text])
+    linked = [m for m in mentions if m.label == KG_LABEL]
+    assert [m.entity for m in linked] == [entity]
+    assert text[linked[0].start:linked[0].end].lower().replace(" ", "_").endswith(entity.lower().split("_")[-1])
+
+
+@pytest.mark.parametrize("text, triple", [
+    ("john went to the cook islands.", Triple("john", "go_to", "cook_islands")),  # its id, not the chunk's
+    ("Daniel journeyed to the United States Virgin Islands.",
+     Triple("daniel", "journey_to", "united_states_virgin_islands")),
+])
+def test_triples_name_kg_entities_by_their_ids(kg_extractor, text, triple):
+    # (where the parse itself is right: "sandra moved to chile." in lower case parses "to chile" as a verb)
+    assert kg_extractor.parse([text])[0][1] == [triple]
+
+
+def test_without_the_kg_lower_case_names_are_lost(extractor):
+    # the behaviour the ruler fixes: spaCy alone on the same sentences
+    got = [m.entity for text in ("mary travelled to barbados.", "john went to the cook islands.")
+           for m in extractor.parse([text])[0][0]]
+    assert "barbados" not in got and "cook_islands" not in got
+
+
+def test_coverage_counts_kg_name_occurrences(kg_extractor):
+    before = (kg_extractor.kg_occurrences, kg_extractor.kg_linked)
+    kg_extractor.parse(["mary went to chile and then to barbados.", "Where is Mary?", "mary went to chile and then to barbados."])
+    assert (kg_extractor.kg_occurrences - before[0], kg_extractor.kg_linked - before[1]) == (4, 4)
+
+
+def test_extract_links_kg_entities_and_reports_coverage(tmp_path):
+    stories = [Story(f"s{i}", "countries", "train", sentences=["mary travelled to barbados.", "john went to the cook islands."],
+                     questions=["Which subregion is mary in?"], answers=["caribbean"], question_positions=[2],
+                     supporting=[[0]]) for i in range(5)]
+    write_corpus(stories, tmp_path / "corpus.parquet")
+    outs = []
+    for chunk in (5, 2):  # one chunk of 5 stories, or three of at most 2: the same files
+        out = tmp_path / f"out{chunk}"
+        out.mkdir()
+        summary = extract(corpus_path=tmp_path / "corpus.parquet", out_dir=out, kg_entities=COUNTRY_IDS,
+                          stories_per_chunk=chunk)
+        outs.append(out)
+        assert summary["coverage"] == 1.0 and summary["kg_name_occurrences"] == 10
+    for name in ("mentions.parquet", "triples.parquet", "entity_aliases.parquet"):
+        assert pq.read_table(outs[0] / name).equals(pq.read_table(outs[1] / name)), name
+    assert pq.ParquetFile(outs[1] / "mentions.parquet").num_row_groups == 3  # written chunk by chunk
+    aliases = pq.read_table(outs[0] / "entity_aliases.parquet").to_pydict()
+    assert dict(zip(aliases["alias"], aliases["entity"]))["cook islands"] == "cook_islands"
+    linked = {r["entity"] for r in pq.read_table(outs[0] / "mentions.parquet").to_pylist() if r["label"] == KG_LABEL}
+    assert linked == {"barbados", "cook_islands"}
+
+
+def test_a_text_over_max_length_is_parsed_in_pieces(extractor):
+    limit = extractor.nlp.max_length
+    extractor.nlp.max_length = 60
+    try:
+        text = "Mary moved to the kitchen. " * 6  # 162 characters
+        [(mentions, triples)] = extractor.parse([text])
+    finally:
+        extractor.nlp.max_length = limit
+    assert sum(m.entity == "kitchen" for m in mentions) == 6
+    assert all(text[m.start:m.end] == m.text for m in mentions)  # offsets into the whole text
+    assert triples == [Triple("mary", "move_to", "kitchen")]

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from tests.conftest import shared_data
 from kg_pipeline import KGInputError, read_triples_tsv, train_kg
 from kg_pipeline.extraction import TRIPLES_SCHEMA
-from kg_pipeline.kg import external_kg_files, with_relation_context
+from kg_pipeline.kg import with_relation_context
+from kg_pipeline.kg_files import external_kg_files
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 COUNTRIES_S1 = DATA / "countries" / "Countries_S1" / "train.txt"
