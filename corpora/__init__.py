@@ -11,7 +11,9 @@ import importlib
 
 _WHERE = {**dict.fromkeys(("CORPUS_SCHEMA", "CorpusError", "Story", "read_corpus", "write_corpus"), "corpora.schema"),
           "read_babi": "corpora.babi", "generate_demo": "corpora.demo", "add_distractors": "corpora.babilong",
-          "generate_countries_stories": "corpora.countries", "majority_rate": "corpora.countries"}
+          "generate_countries_stories": "corpora.countries", "majority_rate": "corpora.countries",
+          "read_records": "corpora.records", "read_dialogues": "corpora.dialogue",
+          "read_documents": "corpora.documents", "split_of": "corpora.splits"}
 # (the ingest() entry point: ``from corpora.ingest import ingest``; a lazy name may not shadow its module)
 
 __all__ = list(_WHERE)

@@ -48,13 +48,26 @@ class CountriesConfig(GeneratedCorpusConfig):
     test_country_fraction: float = Field(0.2, gt=0, lt=1)  # countries seen only in test
 
 
+# Users' own corpora (docs/corpora.md): one input file (or directory) split by a hash of each story's id.
+HASH_SPLIT_FORMATS = ("records", "dialogue", "documents")
+
+
 class CorpusConfig(Section):
-    format: Literal["demo", "babi", "babilong", "countries"] = "demo"
+    format: Literal["demo", "babi", "babilong", "countries", "records", "dialogue", "documents"] = "demo"
     # babi, babilong: a directory such as ../shared/data/babi/en-10k, read with
-    # `tasks`; countries: the Countries KG directory, e.g. ../shared/data/countries.
+    # `tasks`; countries: the Countries KG directory, e.g. ../shared/data/countries;
+    # records: a .jsonl or .parquet file of QA records; dialogue: a .jsonl file of
+    # dialogues; documents: a directory of .txt files.
     path: str | None = None
+    # documents only: the .jsonl file of questions about them ({"doc", "question", "answer"})
+    questions: str | None = None
     tasks: list[str] = Field(default_factory=lambda: ["qa1"])  # babi task ids
-    val_fraction: float = Field(0.1, gt=0, lt=1)  # held out of the train file
+    # babi, babilong: held out of the train file; records, dialogue, documents: the
+    # share of story ids hashed to val (corpora/splits.py)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    # records, dialogue, documents: the share of story ids hashed to test
+    # (bAbI and the generated corpora have their own test stories)
+    test_fraction: float = Field(0.1, gt=0, lt=1)
     # a longer line in an input file is refused at ingestion, naming file and line
     max_line_chars: int = Field(100_000, ge=1)
     demo: DemoCorpusConfig = DemoCorpusConfig()
@@ -73,8 +86,17 @@ class CorpusConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> "CorpusConfig":
-        if self.format in ("babi", "babilong", "countries") and not self.path:
+        if self.format in ("babi", "babilong", "countries") + HASH_SPLIT_FORMATS and not self.path:
             raise ValueError(f"corpus.path is required when corpus.format is '{self.format}'")
+        if self.format == "documents" and not self.questions:
+            raise ValueError("corpus.questions (a .jsonl file of questions) is required when corpus.format "
+                             "is 'documents'")
+        if self.format != "documents" and self.questions is not None:
+            raise ValueError(f"corpus.questions is only read when corpus.format is 'documents', "
+                             f"not '{self.format}'")
+        if self.format in HASH_SPLIT_FORMATS and self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"corpus.val_fraction + corpus.test_fraction must be below 1 (no training "
+                             f"stories otherwise), got {self.val_fraction} + {self.test_fraction}")
         seen: set[str] = set()
         for i, words in enumerate(self.word_classes):
             if len(words) < 2:

@@ -1,0 +1,90 @@
+"""Reader for question-answer records: JSON Lines (``.jsonl``) or Parquet (``.parquet``), by the file's suffix.
+
+Each record is ``{"id", "context", "question", "answer"}`` and an optional
+``"task"`` (default ``records``). ``context`` is a string, split into sentences
+by spaCy's sentencizer, or a list of strings taken as the sentences. Records
+that share an ``id`` are one story (one context, one task); its questions are
+all asked after the whole context, in file order.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from corpora.jsonl import Fields, jsonl_records
+from corpora.schema import CorpusError, Story
+from corpora.splits import split_of
+from corpora.sentences import sentencizer
+
+REQUIRED = ("id", "context", "question", "answer")
+FIELDS = REQUIRED + ("task",)
+DEFAULT_TASK = "records"
+
+
+def parquet_records(path: Path, batch_size: int = 4096) -> Iterator[Fields]:
+    """Each row of a Parquet file as ``Fields`` (``file: row N: column 'x'``, rows counted from 0 as in pandas)."""
+    if not path.is_file():
+        raise CorpusError(f"{path}: file not found")
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise CorpusError(f"{path}: not a readable Parquet file ({exc})") from None
+    names = pf.schema_arrow.names
+    missing = [c for c in REQUIRED if c not in names]
+    if missing:
+        raise CorpusError(f"{path}: missing column {missing[0]!r} (has {', '.join(names) or 'no columns'})")
+    unknown = [c for c in names if c not in FIELDS]
+    if unknown:
+        # e.g. pandas' __index_level_0__: write the table with index=False
+        raise CorpusError(f"{path}: unknown column {unknown[0]!r} (expected {', '.join(FIELDS)})")
+    if pf.metadata.num_rows == 0:
+        raise CorpusError(f"{path}: empty file (no records)")
+    row = 0
+    for batch in pf.iter_batches(batch_size=batch_size):
+        for record in batch.to_pylist():
+            yield Fields(record, f"{path}: row {row}", f"row {row}", noun="column")
+            row += 1
+
+
+def read_records(path: str | Path, *, val_fraction: float = 0.1, test_fraction: float = 0.1,
+                 max_line_chars: int = 100_000) -> list[Story]:
+    """The stories of a records file, each in the split its id hashes to (``corpora.splits``)."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        rows = jsonl_records(path, max_line_chars)
+    elif path.suffix == ".parquet":
+        rows = parquet_records(path)
+    else:
+        raise CorpusError(f"{path}: records must be a .jsonl or .parquet file (got suffix {path.suffix!r})")
+    split = sentencizer()
+    stories: dict[str, Story] = {}
+    first: dict[str, tuple[str | list[str], str]] = {}  # id -> (its context as given, where it was first given)
+    for rec in rows:
+        rec.only(FIELDS)
+        story_id = rec.text("id")
+        context = rec.text_or_texts("context")
+        question, answer = rec.text("question"), rec.text("answer")
+        task = rec.text("task", default=DEFAULT_TASK)
+        story = stories.get(story_id)
+        if story is None:
+            sentences = context if isinstance(context, list) else split(context)
+            story = stories[story_id] = Story(story_id=story_id, task=task,
+                                              split=split_of(story_id, val_fraction, test_fraction),
+                                              sentences=sentences)
+            first[story_id] = (context, rec.at)
+        else:
+            given, at = first[story_id]
+            if task != story.task:
+                raise rec.error("task", f"is {task!r}, but the record of id {story_id!r} at {at} has {story.task!r} "
+                                        f"(records sharing an id are one story)")
+            if context != given and (context if isinstance(context, list) else split(context)) != story.sentences:
+                raise rec.error("context", f"differs from the context of id {story_id!r} at {at} "
+                                           f"(records sharing an id are one story)")
+        story.questions.append(question)
+        story.answers.append(answer)
+        story.question_positions.append(len(story.sentences))
+        story.supporting.append([])
+    return list(stories.values())
