@@ -10,6 +10,10 @@ def model_card(evaluation: dict, sources: dict[str, str]) -> str:
              f"(mean error {test['mean_error']:.4f}, {test['failed_tasks']} task(s) with error > 5%).", "",
              "| task | exact match |", "|---|---|"]
     lines += [f"| {task} | {acc:.4f} |" for task, acc in sorted(test["per_task"].items())]
+    types = test.get("per_question_type", {})
+    if 1 < len(types) <= 30:  # more than that is a table no one reads: eval.json has it
+        lines += ["", "| question type | exact match | questions |", "|---|---|---|"]
+        lines += [f"| {t} | {v['accuracy']:.4f} | {v['n']} |" for t, v in types.items()]
     lines += ["", "| built from | |", "|---|---|"]
     lines += [f"| {name} | `{value}` |" for name, value in sources.items()]
     return "\n".join(lines) + "\n"

@@ -37,7 +37,15 @@ EXAMPLE_SCHEMA = pa.schema([
     ("answer_ids", pa.list_(pa.int32())),  # answer tokens followed by EOS
     ("answer", pa.string()),
     ("context_tokens", pa.int32()),
+    ("question_type", pa.string()),  # the question's first two words, lower case: "where is", "which subregion"
 ])
+_WORD = re.compile(r"[\w'-]+")
+
+
+def question_type(question: str) -> str:
+    """What kind of question it is, by its first two words ("Which region is X in?" -> "which region"):
+    evaluation reports accuracy per type, so one easy kind cannot hide a hard one."""
+    return " ".join(_WORD.findall(question.lower())[:2])
 
 
 @dataclass(frozen=True)
@@ -216,7 +224,7 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
                 "segments": segs, "segment_entities": seg_ents,
                 "question": q_ids[:max_question_len], "question_entities": q_ents[:max_question_len],
                 "answer_ids": a_ids + [special.eos], "answer": normalize_answer(answer),
-                "context_tokens": n_tokens,
+                "context_tokens": n_tokens, "question_type": question_type(question),
             })
     for split, split_rows in rows.items():
         pq.write_table(pa.Table.from_pylist(split_rows, schema=EXAMPLE_SCHEMA), out_dir / f"{split}.parquet")

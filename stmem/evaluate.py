@@ -43,7 +43,7 @@ def mean_loss(model: MemoryQA, examples: list[dict], *, batch_size: int, device:
 
 def exact_match(model: MemoryQA, examples: list[dict], tokenizer: Tokenizer, *, batch_size: int,
                 device: torch.device) -> dict:
-    """``{"accuracy", "per_task": {task: acc}, "mean_error", "failed_tasks", "n"}``.
+    """``{"accuracy", "per_task": {task: acc}, "mean_error", "failed_tasks", "n", "per_question_type"}``.
 
     A task fails when its error is above 5%, the threshold Weston et al. use.
     """
@@ -51,10 +51,12 @@ def exact_match(model: MemoryQA, examples: list[dict], tokenizer: Tokenizer, *, 
 
 
 def score(examples: list[dict], preds: list[str]) -> dict:
-    """``exact_match``'s figures for given predictions."""
+    """``exact_match``'s figures for given predictions, and accuracy per question type (its first two words)."""
     hits: dict[str, list[bool]] = defaultdict(list)
+    by_type: dict[str, list[bool]] = defaultdict(list)
     for e, p in zip(examples, preds):
         hits[e["task"]].append(p == e["answer"])
+        by_type[e.get("question_type") or "?"].append(p == e["answer"])
     per_task = {t: sum(h) / len(h) for t, h in sorted(hits.items())}
     errors = [1 - a for a in per_task.values()]
     n = sum(len(h) for h in hits.values())
@@ -64,4 +66,5 @@ def score(examples: list[dict], preds: list[str]) -> dict:
         "mean_error": sum(errors) / max(1, len(errors)),
         "failed_tasks": sum(e > 0.05 for e in errors),
         "n": n,
+        "per_question_type": {t: {"accuracy": sum(h) / len(h), "n": len(h)} for t, h in sorted(by_type.items())},
     }

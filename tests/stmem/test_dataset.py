@@ -96,3 +96,17 @@ def test_an_answer_the_given_tokenizer_cannot_spell_is_an_error(inputs, tmp_path
                       entity_index_path=inputs / "entity_index.parquet", out_dir=inputs / "out", segment_len=4,
                       max_segments=8, tokenizer=str(tmp_path / "narrow.json"))
     assert not any((inputs / "out").iterdir())  # nothing half-written
+
+
+def test_question_types_and_accuracy_per_type():
+    from stmem.dataset import question_type
+    from stmem.evaluate import score
+
+    assert question_type("Which subregion is Mary in?") == "which subregion"
+    assert question_type("  Where's the apple?") == "where's the"
+    examples = [{"task": "t", "answer": "a", "question_type": "where is"},
+                {"task": "t", "answer": "b", "question_type": "where is"},
+                {"task": "t", "answer": "c", "question_type": "i live"}]
+    figures = score(examples, ["a", "x", "c"])
+    assert figures["per_question_type"] == {"i live": {"accuracy": 1.0, "n": 1},
+                                            "where is": {"accuracy": 0.5, "n": 2}}
