@@ -18,7 +18,7 @@ from pykeen.triples import TriplesFactory
 from safetensors.torch import save_file
 
 from kg_pipeline.errors import KGInputError
-from kg_pipeline.kg_files import read_external_kg, read_triples_parquet
+from kg_pipeline.kg_files import external_kg_files, read_external_kg, read_triples_parquet
 
 __all__ = ["KGInputError", "train_kg"]
 
@@ -55,6 +55,13 @@ def with_relation_context(emb: torch.Tensor, mapped_triples: torch.Tensor, num_r
     return torch.cat([emb, means.reshape(n, num_relations * d)], dim=1).contiguous()
 
 
+def _given_split(external_kg: Path | None) -> list[list[tuple[str, str, str]]] | None:
+    """The external KG's (train, valid, test) triples when it is a split directory, else None."""
+    if external_kg is None or not Path(external_kg).is_dir():
+        return None
+    return [sorted(set(read_external_kg(f))) for f in external_kg_files(Path(external_kg))]
+
+
 def train_kg(*, triples_path: Path, out_dir: Path, model: str = "TransE",
              model_kwargs: dict | None = None, training_kwargs: dict | None = None,
              optimizer_kwargs: dict | None = None, external_kg: Path | None = None,
@@ -78,9 +85,20 @@ def train_kg(*, triples_path: Path, out_dir: Path, model: str = "TransE",
                            f"to split into train/valid/test. Add text or pass external_kg.")
 
     factory = TriplesFactory.from_labeled_triples(np.array(triples, dtype=str))
-    # PyKEEN's split moves triples into train until every entity occurs there,
-    # and all parts share the full factory's entity_to_id, so every entity gets an embedding
-    train, valid, test = factory.split(list(split_ratios), random_state=seed)
+    given = _given_split(external_kg) if not text_triples else None
+    if given is not None:
+        # the KG alone, shipped as train/valid/test.txt: its own split, as published results and a
+        # direct PyKEEN call use it. Ids from the whole KG, so an entity only valid or test names
+        # still gets an embedding row; PyKEEN drops a part's duplicate triples, as it does reading files.
+        train, valid, test = (TriplesFactory.from_labeled_triples(
+            np.array(part, dtype=str), entity_to_id=factory.entity_to_id, relation_to_id=factory.relation_to_id)
+            for part in given)
+        split_used = "given"
+    else:
+        # PyKEEN's split moves triples into train until every entity occurs there,
+        # and all parts share the full factory's entity_to_id, so every entity gets an embedding
+        train, valid, test = factory.split(list(split_ratios), random_state=seed)
+        split_used = f"random {[float(r) for r in split_ratios]}"
     if valid.num_triples == 0 or test.num_triples == 0:
         raise KGInputError(f"{triples_path}: split {list(split_ratios)} of {len(triples)} triples left "
                            f"valid={valid.num_triples}, test={test.num_triples}; the KG is too small to split")
@@ -115,6 +133,8 @@ def train_kg(*, triples_path: Path, out_dir: Path, model: str = "TransE",
         "vector_dim": int(emb.shape[1]),
         "relation_context": relations if relation_context else None,
         "split": {"train": train.num_triples, "valid": valid.num_triples, "test": test.num_triples},
+        # "given": the external KG's own train/valid/test.txt; else "random [ratios]" (seeded) over all triples
+        "split_used": split_used,
         "mrr": float(metric("both.realistic.inverse_harmonic_mean_rank")),
         "hits_at_1": float(metric("both.realistic.hits_at_1")),
         "hits_at_3": float(metric("both.realistic.hits_at_3")),

@@ -134,6 +134,7 @@ def test_external_kg_directory_is_its_whole_split(tmp_path):
     summary = train_kg(triples_path=triples, out_dir=out, external_kg=s1, model_kwargs={"embedding_dim": 4},
                        training_kwargs={"num_epochs": 1, "batch_size": 512}, seed=0)
     assert summary["num_triples"] == len(whole | set(TEXT_TRIPLES))
+    assert summary["split_used"] == "random [0.8, 0.1, 0.1]"  # text triples to merge: re-split
 
 
 def test_external_kg_directory_without_split_names_what_is_missing(tmp_path):
@@ -149,6 +150,26 @@ def test_kg_alone_leaves_the_text_triples_out(tmp_path):
     out, summary = _train(tmp_path, epochs=1, batch_size=512, text_triples=False)
     assert summary["num_triples"] == len(set(read_triples_tsv(COUNTRIES_S1)))
     assert "mary" not in pq.read_table(out / "entity_index.parquet").column("entity").to_pylist()
+
+
+@needs_countries
+def test_kg_alone_from_a_split_directory_keeps_its_given_split(tmp_path):
+    # nothing to merge: Countries_S1's own train/valid/test.txt, as published results use them, not a re-split
+    s1 = COUNTRIES_S1.parent
+    lines = {f.stem: [line for line in f.read_text().splitlines() if line.strip()] for f in external_kg_files(s1)}
+    assert len(lines["valid"]) == len(lines["test"]) == 24
+    out = tmp_path / "kg"
+    out.mkdir()
+    summary = train_kg(triples_path=tmp_path / "unread.parquet", out_dir=out, external_kg=s1, text_triples=False,
+                       model_kwargs={"embedding_dim": 4}, training_kwargs={"num_epochs": 1, "batch_size": 512})
+    assert summary["split_used"] == "given"
+    # each part its file's lines (train.txt states one triple twice: PyKEEN keeps it once, as reading the file)
+    assert summary["split"] == {name: len(set(part)) for name, part in lines.items()}
+    assert summary["split"]["valid"] == len(lines["valid"]) and summary["split"]["test"] == len(lines["test"])
+    assert summary["split"]["train"] == len(lines["train"]) - 1
+    whole = {e for part in lines.values() for line in part for e in line.split("\t")[::2]}
+    assert summary["num_entities"] == len(whole)  # every entity has a row, whichever part names it
+    assert pq.read_table(out / "entity_index.parquet").num_rows == len(whole)
 
 
 def test_kg_alone_without_external_kg_is_an_error(tmp_path):
