@@ -52,7 +52,7 @@ def run_stage(kg_dir: Path, seed: int, settings: dict, tmp: Path, tag: str = "")
     t0 = time.perf_counter()
     # text_triples=False: train_kg never reads triples_path, so it need not exist
     summary = train_kg(triples_path=out / "unread-triples.parquet", out_dir=out, external_kg=kg_dir,
-                       text_triples=False, seed=seed, **settings)
+                       text_triples=False, split="given", seed=seed, **settings)
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "mrr": summary["mrr"], "hits_at_10": summary["hits_at_10"],
             "split": summary["split"], "split_used": summary["split_used"], "num_entities": summary["num_entities"]}

@@ -70,6 +70,10 @@ class KGConfig(Section):
     # of one (e.g. ../shared/data/countries/Countries_S1: the whole graph)
     external_kg: str | None = None
     split_ratios: list[float] = Field(default_factory=lambda: [0.8, 0.1, 0.1])
+    # random: the merged triples split by split_ratios (the whole graph, the model's knowledge, stays in
+    # the embedding's reach); given: the external KG directory's own train/valid/test split, as
+    # published link-prediction figures and a direct PyKEEN call use it (benchmarks/kg_parity.py)
+    split: Literal["random", "given"] = "random"
     # false: train on external_kg alone (the text's own triples can pull its
     # entities away from what the KG says about them)
     text_triples: bool = True

@@ -160,7 +160,7 @@ def test_kg_alone_from_a_split_directory_keeps_its_given_split(tmp_path):
     assert len(lines["valid"]) == len(lines["test"]) == 24
     out = tmp_path / "kg"
     out.mkdir()
-    summary = train_kg(triples_path=tmp_path / "unread.parquet", out_dir=out, external_kg=s1, text_triples=False,
+    summary = train_kg(triples_path=tmp_path / "unread.parquet", out_dir=out, external_kg=s1, text_triples=False, split="given",
                        model_kwargs={"embedding_dim": 4}, training_kwargs={"num_epochs": 1, "batch_size": 512})
     assert summary["split_used"] == "given"
     # each part its file's lines (train.txt states one triple twice: PyKEEN keeps it once, as reading the file)
@@ -202,3 +202,9 @@ def test_train_kg_with_relation_context_exports_what_the_graph_says(tmp_path):
     assert located  # western_europe, europe
     expected = torch.stack([emb[row[t], :4] for t in located]).mean(0)
     torch.testing.assert_close(emb[row["france"], 4:8], expected)
+
+
+def test_given_split_needs_a_split_directory_and_the_kg_alone(tmp_path):
+    with pytest.raises(KGInputError, match="kg.split 'given' needs"):
+        train_kg(triples_path=tmp_path / "unread.parquet", out_dir=tmp_path, external_kg=COUNTRIES_S1,
+                 text_triples=False, split="given")
