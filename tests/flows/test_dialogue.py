@@ -1,0 +1,33 @@
+"""A users' corpus end to end: the dialogue corpus in tests/data through `stmem run`, then asked."""
+import json
+
+from tests.conftest import REPO, stmem_cli
+
+DIALOGUE_CONFIG = REPO / "conf" / "dialogue.yaml"
+SMALL = ["--set", "train.epochs=1", "--set", "train.num_threads=1", "--set", "train.progress=false",
+         "--set", "model.backbone={type: bert, hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64}",
+         "--set", "kg.training_kwargs={num_epochs: 2, batch_size: 64}"]
+
+
+def test_dialogue_corpus_trains_end_to_end_and_the_registered_model_answers(tmp_path):
+    res = stmem_cli("run", "--config", str(DIALOGUE_CONFIG), "--set", f"run.root={tmp_path}", *SMALL, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = tmp_path / "dialogue"
+    corpus = json.loads((run / "corpus" / "manifest.json").read_text())["summary"]
+    assert corpus["stories"] == 600 and corpus["test_questions"] > 0
+    evaluation = json.loads((run / "train" / "eval.json").read_text())["test"]
+    assert "what is" in evaluation["per_question_type"]  # "What is my dog called?"
+    registration = json.loads((run / "register" / "registration.json").read_text())
+    assert registration["alias"] == "champion"
+
+    story = tmp_path / "dialogue.txt"
+    story.write_text("user: I live in Lisbon.\nassistant: Noted.\nuser: What a nice day.\nassistant: Indeed.\n")
+    res = stmem_cli("predict", "--config", str(DIALOGUE_CONFIG), "--set", f"run.root={tmp_path}",
+                    "--model", "models:/stmem-dialogue@champion", "--context", str(story), "--question",
+                    "Where do I live?")
+    assert res.returncode == 0, res.stderr[-3000:]
+    # the registered model answers as the trained checkpoint does (one epoch of a small model: maybe "")
+    from serving.inference import Predictor
+
+    expected = Predictor(run / "train").answer([story.read_text()], ["Where do I live?"])[0]
+    assert res.stdout.splitlines()[-1] == expected
