@@ -46,6 +46,14 @@ class BabilongConfig(Section):
 class CountriesConfig(GeneratedCorpusConfig):
     # Travel stories asking for a person's region/subregion (corpora/countries.py).
     test_country_fraction: float = Field(0.2, gt=0, lt=1)  # countries seen only in test
+    # Variants of the text, so the KG-value result is measured on stories unlike the ones it was tuned
+    # on (docs/results.md, users' corpora): names in lower case, other travel verbs, sentences about
+    # something else between the moves, more people in a story.
+    lowercase: bool = False
+    verbs: list[str] = Field(default_factory=lambda: ["travelled to", "flew to", "moved to", "went to",
+                                                      "journeyed to"], min_length=1)
+    distractors_per_move: int = Field(0, ge=0)
+    people_per_story: int = Field(4, ge=1, le=8)
 
 
 # Users' own corpora (docs/corpora.md): one input file (or directory) split by a hash of each story's id.

@@ -22,7 +22,9 @@ from pathlib import Path
 from corpora.schema import CorpusError, Story
 
 PEOPLE = ["Mary", "John", "Sandra", "Daniel", "Emma", "Oliver", "Sophia", "Liam"]
-MOVES = ["travelled to", "flew to", "moved to", "went to", "journeyed to"]
+# sentences about something else, between the moves (the countries variant with distractors)
+DISTRACTORS = ["{} drank a cup of tea.", "{} read the newspaper.", "{} called a friend.", "{} went for a walk.",
+               "{} cooked dinner.", "{} wrote a letter.", "{} listened to the radio.", "{} took a photo."]
 TASKS = ("countries_region", "countries_subregion")
 _SPLIT_FILES = ("train.txt", "valid.txt", "test.txt")
 _SMALL_WORDS = {"and", "of", "the"}
@@ -128,22 +130,37 @@ def split_countries(kg: CountriesKG, test_fraction: float, seed: int) -> tuple[l
     return sorted(train), sorted(test)
 
 
+@dataclass(frozen=True)
+class TextVariant:
+    """How the stories are written: ``CountriesConfig``'s lowercase, verbs, distractors_per_move, people_per_story."""
+    lowercase: bool = False
+    verbs: tuple[str, ...] = ("travelled to", "flew to", "moved to", "went to", "journeyed to")
+    distractors_per_move: int = 0
+    people_per_story: int = 4
+
+
 def _story(rng: random.Random, kg: CountriesKG, pool: list[str], story_id: str, task: str,
-           split: str, n_sentences: int, n_questions: int) -> Story:
-    people = rng.sample(PEOPLE, 4)
+           split: str, n_sentences: int, n_questions: int, text: TextVariant = TextVariant()) -> Story:
+    """``n_sentences`` moves (each followed by ``distractors_per_move`` other sentences), questions after some."""
+    case = str.lower if text.lowercase else str
+    people = rng.sample(PEOPLE, text.people_per_story)
     answer_of = kg.region if task == "countries_region" else kg.subregion
     kind = "region" if task == "countries_region" else "subregion"
     where: dict[str, str] = {}
     where_fact: dict[str, int] = {}
     story = Story(story_id=story_id, task=task, split=split)
     ask_at = {round(n_sentences * (i + 1) / n_questions) for i in range(n_questions)}
-    while len(story.sentences) < n_sentences:
+    moves = 0
+    while moves < n_sentences:
         person = rng.choice(people)
         country = rng.choice([c for c in pool if c != where.get(person)])
         where[person] = country
         where_fact[person] = len(story.sentences)
-        story.sentences.append(f"{person} {rng.choice(MOVES)} {natural_name(country)}.")
-        if len(story.sentences) not in ask_at:
+        story.sentences.append(case(f"{person} {rng.choice(text.verbs)} {natural_name(country)}."))
+        story.sentences += [case(rng.choice(DISTRACTORS).format(rng.choice(people)))
+                            for _ in range(text.distractors_per_move)]
+        moves += 1
+        if moves not in ask_at:
             continue
         # Ask about anyone who has travelled, not the same fact twice when
         # there is another. (Always asking about the person whose last travel
@@ -153,7 +170,7 @@ def _story(rng: random.Random, kg: CountriesKG, pool: list[str], story_id: str, 
         candidates = sorted(p for p in where if where[p] in answer_of)
         fresh = [p for p in candidates if [where_fact[p]] not in story.supporting]
         person = rng.choice(fresh or candidates)
-        story.questions.append(f"Which {kind} is {person} in?")
+        story.questions.append(case(f"Which {kind} is {person} in?"))
         story.answers.append(answer_of[where[person]])
         story.question_positions.append(len(story.sentences))
         story.supporting.append([where_fact[person]])
@@ -162,8 +179,12 @@ def _story(rng: random.Random, kg: CountriesKG, pool: list[str], story_id: str, 
 
 def generate_countries_stories(*, countries_dir: str | Path, train_stories: int, val_stories: int,
                                test_stories: int, sentences_per_story: int, questions_per_story: int,
-                               test_country_fraction: float, seed: int) -> list[Story]:
+                               test_country_fraction: float, seed: int, lowercase: bool = False,
+                               verbs: list[str] | tuple[str, ...] = TextVariant.verbs, distractors_per_move: int = 0,
+                               people_per_story: int = 4) -> list[Story]:
     """Generate the countries corpus; the same arguments give the same stories.
+
+    ``sentences_per_story`` counts the moves; the text variants are ``TextVariant``'s.
 
     Stories alternate between the tasks ``countries_region`` and
     ``countries_subregion``. Train and val stories use only training
@@ -178,6 +199,7 @@ def generate_countries_stories(*, countries_dir: str | Path, train_stories: int,
     if len(test_pool) < 2:
         raise CorpusError(f"{countries_dir}: test_country_fraction {test_country_fraction} "
                           f"leaves {len(test_pool)} test countries; need at least 2")
+    text = TextVariant(lowercase, tuple(verbs), distractors_per_move, people_per_story)
     rng = random.Random(seed)
     stories = []
     for split, n, pool in (("train", train_stories, train_pool), ("val", val_stories, train_pool),
@@ -189,7 +211,7 @@ def generate_countries_stories(*, countries_dir: str | Path, train_stories: int,
             else:
                 pool_i = pool
             stories.append(_story(rng, kg, pool_i, f"{task}/{split}/{i}", task, split,
-                                  sentences_per_story, questions_per_story))
+                                  sentences_per_story, questions_per_story, text))
     return stories
 
 

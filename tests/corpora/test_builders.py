@@ -189,3 +189,20 @@ def test_ingest_writes_both_formats(tmp_path, babi_en, countries_dir):
     counts = ingest(cfg.corpus, tmp_path / "c.parquet")
     stories = read_corpus(tmp_path / "c.parquet")
     assert counts["stories"] == 8 and counts["test_questions"] == 4
+
+
+def test_countries_text_variants():
+    kw = dict(countries_dir=shared_data("countries"), train_stories=20, val_stories=2, test_stories=4,
+              sentences_per_story=4, questions_per_story=2, test_country_fraction=0.2, seed=3)
+    plain = generate_countries_stories(**kw)
+    varied = generate_countries_stories(**kw, lowercase=True, verbs=["sailed to"], distractors_per_move=2,
+                                        people_per_story=6)
+    assert [s.answers for s in varied] != [] and all(len(s.sentences) == 12 for s in varied)  # 4 moves, 2 after each
+    for s in varied:
+        assert all(t == t.lower() for t in s.sentences + s.questions)
+        moves = [t for t in s.sentences if " sailed to " in t]
+        assert len(moves) == 4
+        for support in s.supporting:  # the supporting sentence is a move, not a distractor
+            assert " sailed to " in s.sentences[support[0]]
+    assert any(len({t.split()[0] for t in s.sentences}) > 4 for s in varied)  # more than 4 people occur
+    assert all(len(s.sentences) == 4 for s in plain)

@@ -235,11 +235,11 @@ def test_committed_dialogues_read_and_ask_about_earlier_turns(tmp_path):
     from tests.data.make_dialogues import FACTS, write
 
     path = DATA / "dialogues.jsonl"
-    assert path.stat().st_size < 300_000
+    assert path.stat().st_size < 1_500_000
     write(tmp_path / "again.jsonl")  # the committed file is what the generator writes
     assert (tmp_path / "again.jsonl").read_bytes() == path.read_bytes()
     stories = read_dialogues(path)
-    assert len(stories) == 600 and {s.split for s in stories} == {"train", "val", "test"}
+    assert len(stories) == 2500 and {s.split for s in stories} == {"train", "val", "test"}
     assert all(6 <= len(s.sentences) <= 10 for s in stories)
     values = {v.lower() for vals, *_ in FACTS.values() for v in vals}
     back = []
@@ -344,5 +344,5 @@ def test_ingest_writes_each_new_format(tmp_path, docs):
         assert counts["stories"] == len(stories) > 0
         assert all(s.split == split_of(s.story_id, 0.2, 0.3) for s in stories)
     assert [s.story_id for s in read_corpus(tmp_path / "records.parquet")] == ["r1", "r2"]
-    assert len(read_corpus(tmp_path / "dialogue.parquet")) == 600
+    assert len(read_corpus(tmp_path / "dialogue.parquet")) == 2500
     assert read_corpus(tmp_path / "documents.parquet")[0].sentences == ["Sam is in Rome."]

@@ -8,7 +8,7 @@ three or more turns before the question, so a model without memory of the
 earlier turns can only guess (1 in 8). Deterministic: the same seed writes
 the same bytes.
 
-    python tests/data/make_dialogues.py [--n 600] [--seed 0] [--out tests/data/dialogues.jsonl]
+    python tests/data/make_dialogues.py [--n 2500] [--seed 0] [--out tests/data/dialogues.jsonl]
 """
 from __future__ import annotations
 
@@ -34,7 +34,9 @@ FACTS = {
                ["What is my favourite colour?", "Which colour do I like best?"],
                "My brother likes {} best."),
 }
-NOTED = ["Noted.", "Got it.", "I will remember that."]
+# one reply per kind of turn, so a reply can be learnt from the turn it answers; the answers that need
+# the memory are the facts asked for later
+NOTED = "Noted."
 SMALL_TALK = [("What a nice day.", "Indeed."), ("I had coffee this morning.", "Sounds good."),
               ("Work was busy today.", "I hope it gets quieter."), ("The train was late again.", "That is annoying."),
               ("I am reading a good book.", "Enjoy it."), ("It might rain later.", "Take an umbrella.")]
@@ -47,7 +49,7 @@ def make_dialogue(rng: random.Random, dialogue_id: str) -> dict:
     n_statements = exchanges - n_questions
     kinds = rng.sample(sorted(FACTS), rng.randint(n_questions, min(3, n_statements)))
     own = {kind: rng.choice(FACTS[kind][0]) for kind in kinds}
-    statements = [(rng.choice(FACTS[k][1]).format(own[k]), rng.choice(NOTED)) for k in kinds]
+    statements = [(rng.choice(FACTS[k][1]).format(own[k]), NOTED) for k in kinds]
     for _ in range(n_statements - len(kinds)):
         if rng.random() < 0.4:  # someone else's fact: the same kind of word, not the answer
             kind = rng.choice(kinds)
@@ -66,12 +68,12 @@ def make_dialogue(rng: random.Random, dialogue_id: str) -> dict:
     return {"id": dialogue_id, "turns": turns}
 
 
-def make_dialogues(n: int = 600, seed: int = 0) -> list[dict]:
+def make_dialogues(n: int = 2500, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     return [make_dialogue(rng, f"dlg{i:04d}") for i in range(n)]
 
 
-def write(path: Path = OUT, n: int = 600, seed: int = 0) -> None:
+def write(path: Path = OUT, n: int = 2500, seed: int = 0) -> None:
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         for d in make_dialogues(n, seed):
             f.write(json.dumps(d, ensure_ascii=False) + "\n")
@@ -79,7 +81,7 @@ def write(path: Path = OUT, n: int = 600, seed: int = 0) -> None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=600)
+    ap.add_argument("--n", type=int, default=2500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args()

@@ -10,11 +10,15 @@ SMALL = ["--set", "train.epochs=1", "--set", "train.num_threads=1", "--set", "tr
 
 
 def test_dialogue_corpus_trains_end_to_end_and_the_registered_model_answers(tmp_path):
-    res = stmem_cli("run", "--config", str(DIALOGUE_CONFIG), "--set", f"run.root={tmp_path}", *SMALL, timeout=600)
+    from tests.data.make_dialogues import write
+
+    write(tmp_path / "dialogues.jsonl", n=300)  # the shipped config's corpus, smaller
+    res = stmem_cli("run", "--config", str(DIALOGUE_CONFIG), "--set", f"run.root={tmp_path}",
+                    "--set", f"corpus.path={tmp_path / 'dialogues.jsonl'}", *SMALL, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     run = tmp_path / "dialogue"
     corpus = json.loads((run / "corpus" / "manifest.json").read_text())["summary"]
-    assert corpus["stories"] == 600 and corpus["test_questions"] > 0
+    assert corpus["stories"] == 300 and corpus["test_questions"] > 0
     evaluation = json.loads((run / "train" / "eval.json").read_text())["test"]
     assert "what is" in evaluation["per_question_type"]  # "What is my dog called?"
     registration = json.loads((run / "register" / "registration.json").read_text())
