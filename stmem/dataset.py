@@ -177,11 +177,35 @@ def _mentions_by_text(mentions_path: Path) -> dict[tuple[str, str, int], list[tu
     return out
 
 
+ROW_GROUP_ROWS = 4096
+
+
+def dataset_card(rows: dict[str, list[dict]], info: dict, linked_token_fraction: float) -> dict:
+    """What the dataset holds, for a reader who has not built it: examples per split and task, context
+    lengths (tokens) by percentile, the vocabulary, the share of context tokens linked to a KG entity,
+    and the examples' Arrow schema."""
+    def percentiles(values: list[int]) -> dict[str, int]:
+        ordered = sorted(values) or [0]
+        return {f"p{q}": ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] for q in (50, 90, 99)} | {
+            "max": ordered[-1]}
+
+    counts: dict[str, dict[str, int]] = {}
+    for split, split_rows in rows.items():
+        for r in split_rows:
+            counts.setdefault(split, {}).setdefault(r["task"], 0)
+            counts[split][r["task"]] += 1
+    return {"examples": {split: len(r) for split, r in rows.items()}, "examples_per_task": counts,
+            "context_tokens": percentiles([r["context_tokens"] for split_rows in rows.values() for r in split_rows]),
+            "vocab_size": info["vocab_size"], "entities": info["num_entities"],
+            "linked_token_fraction": round(linked_token_fraction, 4),
+            "schema": {f.name: str(f.type) for f in EXAMPLE_SCHEMA}}
+
+
 def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: Path, out_dir: Path,
                   segment_len: int = 24, max_segments: int = 8, tokenizer: str | None = None,
                   vocab_size: int = 2000, max_question_len: int = 24, max_answer_len: int = 8,
                   pack_sentences: bool = True, aliases_path: Path | None = None) -> dict:
-    """Write ``{train,val,test}.parquet``, ``tokenizer.json``, ``dataset_info.json`` (and a copy of the
+    """Write ``{train,val,test}.parquet``, ``tokenizer.json``, ``dataset_info.json``, ``dataset_card.json`` (and a copy of the
     extract stage's ``entity_aliases.parquet``, which the model needs to link text as it was linked here)."""
     stories = read_corpus(corpus_path)
     train_stories = [s for s in stories if s.split == "train"]
@@ -227,7 +251,9 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
                 "context_tokens": n_tokens, "question_type": question_type(question),
             })
     for split, split_rows in rows.items():
-        pq.write_table(pa.Table.from_pylist(split_rows, schema=EXAMPLE_SCHEMA), out_dir / f"{split}.parquet")
+        # zstd, and row groups of a few thousand examples: a reader can take one group at a time
+        pq.write_table(pa.Table.from_pylist(split_rows, schema=EXAMPLE_SCHEMA), out_dir / f"{split}.parquet",
+                       compression="zstd", row_group_size=ROW_GROUP_ROWS)
     tok.save(str(out_dir / "tokenizer.json"))
     if aliases_path is not None:
         shutil.copy(aliases_path, out_dir / ENTITY_ALIASES)
@@ -246,6 +272,8 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
         "tasks": sorted({s.task for s in stories}),
     }
     (out_dir / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    (out_dir / "dataset_card.json").write_text(json.dumps(dataset_card(rows, info, linked / max(1, total)),
+                                                          indent=2) + "\n")
     return {
         **{f"{k}_examples": len(v) for k, v in rows.items()},
         "vocab_size": special.vocab_size,

@@ -53,7 +53,7 @@ GRAPH: dict[str, Stage] = {s.name: s for s in (
     Stage("dataset", reads={"ingest": ("corpus.parquet",), "extract": ("mentions.parquet", "entity_aliases.parquet"),
                             "kg": ("entity_index.parquet",)},
           writes=("train.parquet", "val.parquet", "test.parquet", "tokenizer.json", "dataset_info.json",
-                  "entity_aliases.parquet"),
+                  "dataset_card.json", "entity_aliases.parquet"),
           sections=("dataset",), code=("corpora", "stmem"), build="tasks.dataset:build",
           extra_inputs="tasks.dataset:tokenizer_file"),
     Stage("train", reads={"dataset": ("train.parquet", "val.parquet", "test.parquet", "tokenizer.json",

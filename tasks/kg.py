@@ -14,6 +14,10 @@ def external_files(cfg: Config) -> list[Path]:
 
 def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
     """Triples (+ external KG) -> PyKEEN entity embeddings, index and metrics."""
+    import os
+
+    # PyKEEN's caches (pystow) inside the run directory, not in the user's home
+    os.environ["PYSTOW_HOME"] = str(cfg.run_dir / ".pystow")
     from kg_pipeline.kg import train_kg
 
     return train_kg(triples_path=inputs["extract"] / "triples.parquet", out_dir=out, **cfg.kg.model_dump())

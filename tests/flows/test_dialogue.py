@@ -21,6 +21,7 @@ def test_dialogue_corpus_trains_end_to_end_and_the_registered_model_answers(tmp_
     assert corpus["stories"] == 300 and corpus["test_questions"] > 0
     evaluation = json.loads((run / "train" / "eval.json").read_text())["test"]
     assert "what is" in evaluation["per_question_type"]  # "What is my dog called?"
+    assert (run / ".pystow" / "pykeen").is_dir()  # PyKEEN's caches inside the run directory
     registration = json.loads((run / "register" / "registration.json").read_text())
     assert registration["alias"] == "champion"
 

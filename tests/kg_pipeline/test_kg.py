@@ -112,12 +112,13 @@ def test_train_kg_transe_on_countries(tmp_path):
 
 
 @needs_countries
-def test_train_kg_complex_model_exports_real_float32(tmp_path):
-    out, summary = _train(tmp_path, "RotatE", 4)
+@pytest.mark.parametrize("model, width", [("RotatE", 8), ("ComplEx", 8), ("DistMult", 4), ("TransE", 4)])
+def test_train_kg_models_by_name_export_real_float32(tmp_path, model, width):
+    out, summary = _train(tmp_path, model, 4, epochs=1, batch_size=512)
     emb = load_file(out / "entity_embeddings.safetensors")["entity_embeddings"]
     assert str(emb.dtype) == "torch.float32" and not emb.is_complex()
-    assert tuple(emb.shape) == (summary["num_entities"], 8)  # (re, im) per complex dimension
-    assert summary["embedding_dim"] == 8
+    assert tuple(emb.shape) == (summary["num_entities"], width)  # complex models: (re, im) per dimension
+    assert summary["embedding_dim"] == width and summary["model"] == model
 
 
 @needs_countries

@@ -86,6 +86,14 @@ def test_build_dataset_links_entities_and_segments(inputs):
     info = json.loads((out / "dataset_info.json").read_text())
     assert row["answer_ids"][-1] == info["eos_id"] and tok.decode(row["answer_ids"][:-1]) == "kitchen"
     assert info["num_entities"] == 2 and info["segment_len"] == 4
+    card = json.loads((out / "dataset_card.json").read_text())
+    assert card["examples"] == {"train": 1, "val": 0, "test": 1}
+    assert card["examples_per_task"]["train"] == {row["task"]: 1}
+    assert card["context_tokens"]["max"] == max(r["context_tokens"] for s in ("train", "test")
+                                                for r in pq.read_table(out / f"{s}.parquet").to_pylist())
+    assert card["entities"] == 2 and 0 < card["linked_token_fraction"] < 1
+    assert card["schema"]["segments"] == "list<item: list<item: int32>>"
+    assert pq.ParquetFile(out / "train.parquet").metadata.row_group(0).column(0).compression == "ZSTD"
 
 
 def test_an_answer_the_given_tokenizer_cannot_spell_is_an_error(inputs, tmp_path):
