@@ -65,6 +65,8 @@ def _given_split(external_kg: Path | None) -> list[list[tuple[str, str, str]]] |
 def train_kg(*, triples_path: Path, out_dir: Path, model: str = "TransE",
              model_kwargs: dict | None = None, training_kwargs: dict | None = None,
              optimizer_kwargs: dict | None = None, external_kg: Path | None = None,
+             negative_sampler: str = "basic", negative_sampler_kwargs: dict | None = None,
+             stopper: str = "nop", stopper_kwargs: dict | None = None,
              split_ratios: tuple[float, float, float] | list[float] = (0.8, 0.1, 0.1),
              text_triples: bool = True, relation_context: bool = False, seed: int = 0,
              split: str = "random") -> dict:
@@ -114,6 +116,8 @@ def train_kg(*, triples_path: Path, out_dir: Path, model: str = "TransE",
         training=train, validation=valid, testing=test,
         model=model, model_kwargs=model_kwargs, training_kwargs=training_kwargs,
         optimizer_kwargs=optimizer_kwargs,
+        negative_sampler=negative_sampler, negative_sampler_kwargs=negative_sampler_kwargs,
+        stopper=stopper, stopper_kwargs=stopper_kwargs,  # "early": stops on the validation split's MRR/Hits
         # filtered rank-based metrics; the pipeline filters train + valid triples when testing
         evaluator="rankbased", evaluation_kwargs={"use_tqdm": False},
         random_seed=seed, device=None,  # None: cuda if there is one, else cpu
@@ -139,6 +143,7 @@ def train_kg(*, triples_path: Path, out_dir: Path, model: str = "TransE",
         "vector_dim": int(emb.shape[1]),
         "relation_context": relations if relation_context else None,
         "split": {"train": train.num_triples, "valid": valid.num_triples, "test": test.num_triples},
+        "epochs_trained": len(result.losses),  # fewer than num_epochs when the early stopper stopped it
         # "given": the external KG's own train/valid/test.txt; else "random [ratios]" (seeded) over all triples
         "split_used": split_used,
         "mrr": float(metric("both.realistic.inverse_harmonic_mean_rank")),

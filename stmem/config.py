@@ -58,6 +58,8 @@ KG_KWARGS = {
                         "drop_last", "gradient_clipping_max_norm", "gradient_clipping_norm_type",
                         "gradient_clipping_max_abs_value"},
     "optimizer_kwargs": {"lr", "weight_decay", "betas", "eps", "momentum", "amsgrad"},
+    "negative_sampler_kwargs": {"num_negs_per_pos", "filtered"},
+    "stopper_kwargs": {"frequency", "patience", "relative_delta", "metric"},
 }
 
 
@@ -66,6 +68,12 @@ class KGConfig(Section):
     model_kwargs: dict[str, Any] = Field(default_factory=lambda: {"embedding_dim": 32})
     training_kwargs: dict[str, Any] = Field(default_factory=lambda: {"num_epochs": 40, "batch_size": 64})
     optimizer_kwargs: dict[str, Any] = Field(default_factory=lambda: {"lr": 0.01})
+    # how negatives are drawn (PyKEEN: basic, bernoulli, pseudotyped) and early stopping on the
+    # validation split (stopper: early; its patience and frequency count epochs)
+    negative_sampler: Literal["basic", "bernoulli", "pseudotyped"] = "basic"
+    negative_sampler_kwargs: dict[str, Any] = Field(default_factory=dict)
+    stopper: Literal["nop", "early"] = "nop"
+    stopper_kwargs: dict[str, Any] = Field(default_factory=dict)
     # head<TAB>relation<TAB>tail file, or a directory with train/valid/test.txt
     # of one (e.g. ../shared/data/countries/Countries_S1: the whole graph)
     external_kg: str | None = None

@@ -209,3 +209,12 @@ def test_given_split_needs_a_split_directory_and_the_kg_alone(tmp_path):
     with pytest.raises(KGInputError, match="kg.split 'given' needs"):
         train_kg(triples_path=tmp_path / "unread.parquet", out_dir=tmp_path, external_kg=COUNTRIES_S1,
                  text_triples=False, split="given")
+
+
+@needs_countries
+def test_early_stopping_on_the_validation_split_and_a_named_negative_sampler(tmp_path):
+    out, summary = _train(tmp_path, "TransE", 4, epochs=60, batch_size=512, negative_sampler="bernoulli",
+                          negative_sampler_kwargs={"num_negs_per_pos": 2}, stopper="early",
+                          stopper_kwargs={"frequency": 2, "patience": 1, "relative_delta": 0.5})
+    # a relative improvement of 50% every 2 epochs cannot last: the stopper ends training early
+    assert summary["epochs_trained"] < 60
