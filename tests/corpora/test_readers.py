@@ -240,7 +240,7 @@ def test_committed_dialogues_read_and_ask_about_earlier_turns(tmp_path):
     assert (tmp_path / "again.jsonl").read_bytes() == path.read_bytes()
     stories = read_dialogues(path)
     assert len(stories) == 2500 and {s.split for s in stories} == {"train", "val", "test"}
-    assert all(6 <= len(s.sentences) <= 10 for s in stories)
+    assert all(4 <= len(s.sentences) <= 10 for s in stories)
     values = {v.lower() for vals, *_ in FACTS.values() for v in vals}
     back = []
     for s in stories:

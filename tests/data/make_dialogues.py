@@ -5,8 +5,9 @@ their favourite colour) among small talk and other people's facts of the same
 kind, then asks about one or two of their own facts. Each answer is one
 lower-case word that is said only in an earlier turn, at least half of them
 three or more turns before the question, so a model without memory of the
-earlier turns can only guess (1 in 8). Deterministic: the same seed writes
-the same bytes.
+earlier turns can only guess (1 in 8). The assistant does not reply to the
+user's own facts, so each of its replies is a question worth asking.
+Deterministic: the same seed writes the same bytes.
 
     python tests/data/make_dialogues.py [--n 2500] [--seed 0] [--out tests/data/dialogues.jsonl]
 """
@@ -64,7 +65,9 @@ def make_dialogue(rng: random.Random, dialogue_id: str) -> dict:
     questions = [(rng.choice(FACTS[k][2]), own[k].lower()) for k in asked]
     turns = []
     for user, assistant in statements + questions:
-        turns += [{"speaker": "user", "text": user}, {"speaker": "assistant", "text": assistant}]
+        turns.append({"speaker": "user", "text": user})
+        if assistant != NOTED:  # the user goes on without a reply: only replies that say something are asked
+            turns.append({"speaker": "assistant", "text": assistant})
     return {"id": dialogue_id, "turns": turns}
 
 
