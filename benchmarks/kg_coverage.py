@@ -27,9 +27,10 @@ def main() -> None:
     from kg_pipeline.extraction import MentionExtractor, kg_aliases
     from kg_pipeline.kg_files import kg_entities, read_external_kg
 
-    countries = {h for h, r, _ in read_external_kg(cfg.kg.external_kg) if r == "locatedin"}
-    aliases = {a: e for a, e in kg_aliases(kg_entities(read_external_kg(cfg.kg.external_kg))).items()
-               if e in countries}
+    kg = read_external_kg(cfg.kg.external_kg)
+    every_alias = kg_aliases(kg_entities(kg))
+    countries = {h for h, r, _ in kg if r == "locatedin"}
+    aliases = {a: e for a, e in every_alias.items() if e in countries}
     # longest first, so "united states virgin islands" is one occurrence, not "united states" inside it
     pattern = re.compile(r"\b(" + "|".join(re.escape(a) for a in sorted(aliases, key=len, reverse=True)) + r")\b",
                          re.IGNORECASE)
@@ -37,8 +38,7 @@ def main() -> None:
     sentences = sorted({s for story in stories for s in story.sentences})
     report = {"distinct_sentences": len(sentences)}
     extractors = {"spaCy alone": MentionExtractor(cfg.extract.spacy_model),
-                  "with the KG's entity ruler": MentionExtractor(cfg.extract.spacy_model, aliases=kg_aliases(
-                      kg_entities(read_external_kg(cfg.kg.external_kg))))}
+                  "with the KG's entity ruler": MentionExtractor(cfg.extract.spacy_model, aliases=every_alias)}
     for case, texts in (("as generated", sentences), ("lower case", [s.lower() for s in sentences])):
         for name, extractor in extractors.items():
             found = linked = 0

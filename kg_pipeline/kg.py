@@ -55,13 +55,6 @@ def with_relation_context(emb: torch.Tensor, mapped_triples: torch.Tensor, num_r
     return torch.cat([emb, means.reshape(n, num_relations * d)], dim=1).contiguous()
 
 
-def _given_split(external_kg: Path | None) -> list[list[tuple[str, str, str]]] | None:
-    """The external KG's (train, valid, test) triples when it is a split directory, else None."""
-    if external_kg is None or not Path(external_kg).is_dir():
-        return None
-    return [sorted(set(read_external_kg(f))) for f in external_kg_files(Path(external_kg))]
-
-
 def train_kg(*, triples_path: Path, out_dir: Path, model: str = "TransE",
              model_kwargs: dict | None = None, training_kwargs: dict | None = None,
              optimizer_kwargs: dict | None = None, external_kg: Path | None = None,
@@ -79,8 +72,9 @@ def train_kg(*, triples_path: Path, out_dir: Path, model: str = "TransE",
     triples = read_triples_parquet(triples_path) if text_triples else []
     if not text_triples and external_kg is None:
         raise KGInputError("kg.text_triples is false and there is no kg.external_kg: nothing to train on")
-    if external_kg is not None:
-        triples += read_external_kg(Path(external_kg))
+    # the external KG file by file: a split directory's train/valid/test are also its given split
+    kg_parts = [read_external_kg(f) for f in external_kg_files(Path(external_kg))] if external_kg is not None else []
+    triples += [t for part in kg_parts for t in part]
     triples = sorted(set(triples))  # sorted: the same input gives the same ids and split
     if len(triples) < MIN_TRIPLES:
         sources = f"{triples_path}" + (f" + {external_kg}" if external_kg is not None else "")
@@ -90,8 +84,9 @@ def train_kg(*, triples_path: Path, out_dir: Path, model: str = "TransE",
     factory = TriplesFactory.from_labeled_triples(np.array(triples, dtype=str))
     given = None
     if split == "given":  # the benchmarks' setting: MRR and Hits on the KG's own test split
-        given = _given_split(external_kg) if not text_triples else None
-        if given is None:
+        if not text_triples and len(kg_parts) == 3 and Path(external_kg).is_dir():
+            given = [sorted(set(part)) for part in kg_parts]
+        else:
             raise KGInputError("kg.split 'given' needs kg.external_kg to be a train/valid/test directory "
                                "and kg.text_triples false")
     if given is not None:

@@ -22,7 +22,7 @@ def read_triples_tsv(path: Path) -> list[Triple]:
     path = Path(path)
     if not path.is_file():
         raise KGInputError(f"{path}: triples file not found")
-    triples = []
+    triples, lineno = [], 0
     with open(path, encoding="utf-8") as f:
         try:
             for lineno, line in enumerate(f, start=1):

@@ -209,3 +209,15 @@ def test_a_text_over_max_length_is_parsed_in_pieces(extractor):
     assert sum(m.entity == "kitchen" for m in mentions) == 6
     assert all(text[m.start:m.end] == m.text for m in mentions)  # offsets into the whole text
     assert triples == [Triple("mary", "move_to", "kitchen")]
+
+
+def test_extract_with_two_processes_writes_the_same_files(tmp_path):
+    corpus = _corpus(tmp_path / "corpus.parquet")
+    outs = []
+    for n in (1, 2):
+        out = tmp_path / f"out{n}"
+        out.mkdir()
+        extract(corpus_path=corpus, out_dir=out, kg_entities=["france", "kitchen"], n_process=n)
+        outs.append(out)
+    for name in ("mentions.parquet", "triples.parquet", "entity_aliases.parquet"):
+        assert pq.read_table(outs[0] / name).equals(pq.read_table(outs[1] / name)), name
