@@ -49,7 +49,10 @@ TINY_CONFIG = REPO / "tests" / "tiny.yaml"
 
 def stmem_cli(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """``stmem ARGS`` in a fresh process, as a user runs it."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(env or {})}
+    # not MLFLOW_TRACKING_URI from this process: MLflow sets it in-process when a test registers a model,
+    # and a command would then find that test's store instead of its own config's
+    inherited = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = {**inherited, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(env or {})}
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
