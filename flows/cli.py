@@ -259,14 +259,12 @@ def main(argv: list[str] | None = None) -> int:
         runs = chain(args.config, args.overrides)  # fail fast, before Prefect starts
         cfg = runs[-1][2]
         with run_lock(cfg.run_dir):  # refuse at once, before Prefect starts, if another run holds it
-            from flows.pipeline import STAGE_FLOWS, pipeline
+            from flows.pipeline import STAGE_FLOWS, pipeline, with_task_runner
 
             _log_to_file(cfg.run_dir)
+            target = with_task_runner(pipeline if args.command == "run" else STAGE_FLOWS[args.name], cfg.run)
             with _prefect_api():
-                if args.command == "run":
-                    pipeline(config_path=args.config, overrides=args.overrides, force=args.force)
-                else:
-                    STAGE_FLOWS[args.name](config_path=args.config, overrides=args.overrides, force=args.force)
+                target(config_path=args.config, overrides=args.overrides, force=args.force)
         _print_summary(cfg.run_dir, started)
         return 0
     except EXPECTED_ERRORS as exc:

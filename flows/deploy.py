@@ -20,9 +20,9 @@ def deploy(config_path: str | None, overrides: list[str], *, cron: str | None = 
         raise ConfigError("stmem deploy needs a Prefect server: start one (prefect server start --host 127.0.0.1) "
                           "and set PREFECT_API_URL, e.g. http://127.0.0.1:4200/api (docs/operations.md)")
     cfg = load_config(config_path, overrides)  # a bad config fails now, not at the first scheduled run
-    from flows.pipeline import STAGE_FLOWS, pipeline
+    from flows.pipeline import STAGE_FLOWS, pipeline, with_task_runner
 
-    target = pipeline if stage is None else STAGE_FLOWS[stage]
+    target = with_task_runner(pipeline if stage is None else STAGE_FLOWS[stage], cfg.run)
     name = cfg.run.name if stage is None else f"{cfg.run.name}-{stage}"
     # the config by absolute path: scheduled runs do not depend on this shell's directory
     params = {"config_path": str(Path(config_path).resolve()) if config_path else None, "overrides": list(overrides)}

@@ -7,14 +7,30 @@ run (``train.init_from: run:NAME``) runs that run first, as a sub-flow.
 """
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+import logging
+
+from prefect import Flow, flow, get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.recipes import chain
 from stmem.artifacts import MissingArtifactError, run_lock
-from stmem.config import Config
+from stmem.config import Config, RunConfig
 from stmem.layout import RunLayout
 from tasks.graph import GRAPH, STAGES, downstream, stale
 from tasks.stage import stage_task
+
+
+def with_task_runner(target: Flow, run: RunConfig) -> Flow:
+    """``target`` with the task runner ``run.task_runner`` names, for the tasks stages submit (extract's shards)."""
+    if run.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO lines would drown the stages'
+
+        # a local cluster of processes for this flow run, or the running cluster at dask_address
+        return target.with_options(task_runner=DaskTaskRunner(address=run.dask_address) if run.dask_address
+                                   else DaskTaskRunner())
+    return target.with_options(task_runner=ThreadPoolTaskRunner())
 
 
 def run_stages(cfg: Config, force: tuple[str, ...] = ()) -> dict[str, str]:
@@ -40,7 +56,7 @@ def pipeline(config_path: str | None = None, overrides: list[str] | None = None,
     runs = chain(config_path, overrides or [])
     for _, _, parent in runs[:-1]:
         get_run_logger().info("recipe: run '%s' first (%s)", parent.run.name, parent.run_dir)
-        run_one_config.with_options(name=f"stmem-run-{parent.run.name}")(parent)
+        with_task_runner(run_one_config, parent.run).with_options(name=f"stmem-run-{parent.run.name}")(parent)
     return run_stages(runs[-1][2], tuple(force or ()))
 
 

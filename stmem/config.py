@@ -38,6 +38,17 @@ class RunConfig(Section):
     retry_delay: float = Field(2.0, ge=0)  # seconds before the first retry; doubles for each next
     stage_timeout: dict[Literal["ingest", "extract", "kg", "dataset", "train", "register"],
                         Annotated[float, Field(gt=0)]] = Field(default_factory=dict)  # seconds; none: no limit
+    # what runs the tasks a stage submits (extract.shards): threads here, or a Dask cluster (prefect-dask),
+    # a local one started for the run or the one at dask_address ("tcp://host:8786")
+    task_runner: Literal["thread", "dask"] = "thread"
+    dask_address: str | None = None
+
+    @field_validator("dask_address")
+    @classmethod
+    def _address_needs_dask(cls, address: str | None, info) -> str | None:
+        if address and info.data.get("task_runner") != "dask":
+            raise ValueError("an address is for the dask task runner: set run.task_runner: dask")
+        return address
 
 
 class ExtractConfig(Section):
@@ -46,6 +57,8 @@ class ExtractConfig(Section):
     n_process: int = Field(1, ge=1)  # spaCy worker processes (nlp.pipe's n_process)
     # stories parsed and written per chunk: memory stays bounded as the corpus grows
     stories_per_chunk: int = Field(5000, ge=1)
+    # the corpus parsed in this many parts, each a task run of its own (in parallel under run.task_runner: dask)
+    shards: int = Field(1, ge=1)
 
 
 # The PyKEEN settings a config may pass through kg.*_kwargs. An allow-list, not a deny-list: PyKEEN's

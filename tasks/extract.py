@@ -1,6 +1,16 @@
 from pathlib import Path
 
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
 from stmem.config import Config
+
+
+def _as_task_runs(fn, calls: list[dict]) -> list[dict]:
+    """Each part of the corpus a Prefect task run, submitted to the flow's task runner (``run.task_runner``)."""
+    part = task(fn, name="extract-shard", cache_policy=NO_CACHE, persist_result=False)
+    futures = [part.with_options(task_run_name=f"extract-shard-{i}").submit(**kw) for i, kw in enumerate(calls)]
+    return [f.result() for f in futures]
 
 
 def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
@@ -10,4 +20,4 @@ def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
 
     entities = kg_entities(read_external_kg(Path(cfg.kg.external_kg))) if cfg.kg.external_kg else None
     return extract(corpus_path=inputs["ingest"] / "corpus.parquet", out_dir=out, kg_entities=entities,
-                   **cfg.extract.model_dump())
+                   run_parts=_as_task_runs, **cfg.extract.model_dump())

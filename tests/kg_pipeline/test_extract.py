@@ -5,7 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from kg_pipeline import KGInputError, MentionExtractor, Triple, canonical_entity, extract
-from kg_pipeline.extraction import KG_LABEL, MENTIONS_SCHEMA, TRIPLES_SCHEMA, kg_aliases
+from kg_pipeline.extraction import (KG_LABEL, MENTIONS_SCHEMA, TRIPLES_SCHEMA, kg_aliases, run_in_order,
+                                   shard_rows)
 from corpora import Story, write_corpus
 
 
@@ -221,3 +222,34 @@ def test_extract_with_two_processes_writes_the_same_files(tmp_path):
         outs.append(out)
     for name in ("mentions.parquet", "triples.parquet", "entity_aliases.parquet"):
         assert pq.read_table(outs[0] / name).equals(pq.read_table(outs[1] / name)), name
+
+
+def test_shards_hold_the_rows_of_one_part_in_order(tmp_path):
+    stories = [Story(f"s{i}", "qa1", "train", sentences=[f"{name} moved to the kitchen.", "John went to France."],
+                     questions=[f"Where is {name}?"], answers=["kitchen"], question_positions=[2], supporting=[[0]])
+               for i, name in enumerate(["Mary", "Sandra", "Daniel", "Emma", "Oliver"])]
+    corpus = tmp_path / "corpus.parquet"
+    write_corpus(stories, corpus)
+    assert shard_rows(corpus, 3) == [(0, 2), (2, 3), (3, 5)] and shard_rows(corpus, 9) == [
+        (i, i + 1) for i in range(5)]  # never an empty part
+    runs = []
+
+    def spy(fn, calls):  # the parts as extract hands them to a runner
+        runs.extend(c["rows"] for c in calls)
+        return run_in_order(fn, calls)
+
+    outs = {}
+    for shards in (1, 3):
+        out = tmp_path / f"out{shards}"
+        out.mkdir()
+        summary = extract(corpus_path=corpus, out_dir=out, kg_entities=["france", "kitchen"], shards=shards,
+                          run_parts=spy)
+        outs[shards] = (out, summary)
+    assert runs == [(0, 2), (2, 3), (3, 5)]  # one part alone is not handed to the runner
+    (one, s1), (three, s3) = outs[1], outs[3]
+    assert sorted(p.name for p in three.iterdir()) == sorted(p.name for p in one.iterdir())  # no parts left
+    for name in ("mentions.parquet", "triples.parquet", "entity_aliases.parquet"):
+        assert pq.read_table(three / name).equals(pq.read_table(one / name)), name
+    assert s3.pop("shards") == 3
+    assert s3.pop("unique_texts_parsed") > s1.pop("unique_texts_parsed")  # "John went to France." once per part
+    assert s3 == s1
