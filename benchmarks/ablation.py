@@ -32,6 +32,7 @@ from stmem.config import Config, NoMemoryConfig
 from stmem.dataset import build_dataset
 from stmem.layout import RunLayout
 from stmem.train import fit
+from stmem.layout import split_file
 
 VARIANTS = ("memory", "no_memory", "no_kg", "full_context")
 
@@ -39,7 +40,7 @@ VARIANTS = ("memory", "no_memory", "no_kg", "full_context")
 def full_context_dataset(cfg: Config, layout: RunLayout, out: Path) -> int:
     """Rebuild the run's dataset with one segment holding the longest context; returns its length."""
     ds = layout.stage_dir("dataset")
-    longest = max(max(pq.read_table(ds / f"{s}.parquet", columns=["context_tokens"]).column(0).to_pylist() or [0])
+    longest = max(max(pq.read_table(split_file(ds, s), columns=["context_tokens"]).column(0).to_pylist() or [0])
                   for s in ("train", "val", "test"))
     build_dataset(corpus_path=layout.corpus, mentions_path=layout.mentions,
                   entity_index_path=layout.stage_dir("kg") / "entity_index.parquet", out_dir=out,
@@ -73,7 +74,7 @@ def main() -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     args = ap.parse_args()
     cfg, layout = common.load(args)
-    require(layout.stage_dir("dataset") / "train.parquet", layout.corpus, stage="dataset")
+    require(split_file(layout.stage_dir("dataset"), "train"), layout.corpus, stage="dataset")
     results: dict[str, dict] = {}
     report = {"config": args.config, "overrides": args.overrides, "seeds": args.seeds, "results": results}
     with tempfile.TemporaryDirectory() as tmp:

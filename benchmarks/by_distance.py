@@ -23,6 +23,7 @@ from stmem.checkpoint import load_checkpoint
 from stmem.dataset import load_tokenizer
 from stmem.evaluate import predict_answers
 from stmem.train import load_examples
+from stmem.layout import split_file
 
 
 def main() -> int:
@@ -33,7 +34,7 @@ def main() -> int:
     cfg, layout = common.load(args)
     model_dir = common.model_dir(args, layout)
     model, _ = load_checkpoint(model_dir)
-    examples = load_examples(layout.stage_dir("dataset") / f"{args.split}.parquet")
+    examples = load_examples(split_file(layout.stage_dir("dataset"), args.split))
     preds = predict_answers(model, examples, load_tokenizer(model_dir / "tokenizer.json"),
                             batch_size=args.batch_size, device=torch.device("cpu"))
     back = support_distances(layout.corpus)

@@ -25,6 +25,7 @@ from stmem.checkpoint import load_checkpoint
 from stmem.dataset import build_dataset, load_tokenizer
 from stmem.evaluate import exact_match
 from stmem.train import load_examples
+from stmem.layout import split_file
 
 
 def main() -> int:
@@ -54,7 +55,7 @@ def main() -> int:
                                   entity_index_path=entity_index, out_dir=tmp,
                                   **{**cfg.dataset.model_dump(), "max_segments": 100_000,
                                      "tokenizer": str(model_dir / "tokenizer.json")})
-            examples = load_examples(tmp / "test.parquet")
+            examples = load_examples(split_file(tmp, "test"))
         last_q = {}
         for e in examples:  # example ids are <story>/<question index>
             story, q = e["example_id"].rsplit("/", 1)

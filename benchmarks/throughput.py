@@ -24,6 +24,7 @@ import common
 from stmem.batch import collate
 from stmem.model import MemoryQA, Vocab
 from stmem.train import load_examples
+from stmem.layout import split_file
 
 
 class PlainEncoder(torch.nn.Module):
@@ -71,7 +72,7 @@ def main() -> int:
     device = common.device()
     memory_model = MemoryQA(cfg.model, vocab, emb).to(device).train()
     plain = PlainEncoder(memory_model).to(device).train()
-    examples = load_examples(ds / "train.parquet")
+    examples = load_examples(split_file(ds, "train"))
     bs = cfg.train.batch_size
     batches = [collate(examples[i:i + bs], vocab.pad_id, vocab.segment_len)
                for i in range(0, min(len(examples), bs * args.steps), bs)]

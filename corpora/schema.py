@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -42,7 +43,8 @@ def write_corpus(stories: list[Story], path: Path) -> dict:
     if not stories:
         raise CorpusError(f"{path}: empty corpus (no stories)")
     cols = {name: [getattr(s, name) for s in stories] for name in CORPUS_SCHEMA.names}
-    pq.write_table(pa.table(cols, schema=CORPUS_SCHEMA), path)
+    # row groups of a few thousand stories, so the stages after can read it a chunk at a time
+    pq.write_table(pa.table(cols, schema=CORPUS_SCHEMA), path, row_group_size=4096)
     counts = {"stories": len(stories), "questions": sum(len(s.questions) for s in stories),
               "sentences": sum(len(s.sentences) for s in stories)}
     for split in ("train", "val", "test"):
@@ -53,6 +55,15 @@ def write_corpus(stories: list[Story], path: Path) -> dict:
 def read_corpus(path: Path) -> list[Story]:
     table = pq.read_table(path, schema=CORPUS_SCHEMA)
     return [Story(**row) for row in table.to_pylist()]
+
+
+def iter_corpus(path: Path, stories_per_chunk: int = 4096) -> Iterator[list[Story]]:
+    """The corpus ``stories_per_chunk`` stories at a time, in order: never the whole table in memory."""
+    f = pq.ParquetFile(path)
+    if f.schema_arrow.remove_metadata() != CORPUS_SCHEMA:
+        raise CorpusError(f"{path}: not a corpus table (schema differs from corpora.schema.CORPUS_SCHEMA)")
+    for batch in f.iter_batches(batch_size=stories_per_chunk):
+        yield [Story(**row) for row in batch.to_pylist()]
 
 
 def support_distances(path: Path) -> dict[str, int]:

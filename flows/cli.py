@@ -232,7 +232,12 @@ def _prefect_api():
                      stderr=subprocess.DEVNULL)
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            yield
+            try:
+                yield
+            finally:
+                from prefect.logging.handlers import APILogWorker
+
+                APILogWorker.drain_all(timeout=5)  # the run's last log lines, sent while the server is up
     finally:
         server.stop()
 

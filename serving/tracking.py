@@ -16,6 +16,8 @@ from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunStatus
 
+from stmem.layout import SPLITS, split_file
+
 log = logging.getLogger(__name__)
 RUN_FILE = "mlflow_run.json"
 RUN_DIR_TAG = "stmem.run_dir"
@@ -67,8 +69,8 @@ class TrainingRun:
         from mlflow.entities import DatasetInput, InputTag
 
         inputs = []
-        for split in ("train", "val", "test"):
-            path = Path(dataset_dir) / f"{split}.parquet"
+        for split in SPLITS:
+            path = split_file(dataset_dir, split)
             df = pd.read_parquet(path, columns=["example_id", "task", "answer"])
             ds = mlflow.data.from_pandas(df, source=str(path), name=split)._to_mlflow_entity()
             inputs.append(DatasetInput(ds, tags=[InputTag("mlflow.data.context", split)]))

@@ -242,6 +242,9 @@ class TrainConfig(Section):
     # Warm restarts: after the epochs above, train again from the best
     # weights so far with a fresh optimizer and schedule, once per entry.
     restarts: list[Restart] = Field(default_factory=list)
+    # Row groups of the train split (4,096 examples each) shuffled together and held in memory at once: a
+    # larger split is streamed a window at a time (stmem/examples.py); one of at most this many is shuffled whole.
+    shuffle_window: int = Field(8, ge=1)
 
 
 class RegisterConfig(Section):

@@ -11,14 +11,18 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from corpora.schema import CorpusError, read_corpus
+from corpora.schema import CorpusError, iter_corpus
+from stmem.layout import EXAMPLES, SPLITS, split_file
 
 PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[CLS]", "[SEP]"
 _SPACED_PUNCT = re.compile(r"\s*([^\w\s]|_)\s*")
@@ -79,7 +83,7 @@ def decode_answer(tokenizer: Tokenizer, ids: list[int]) -> str:
     return normalize_answer(tokenizer.decode(ids))
 
 
-def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
+def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     """A lowercase WordPiece tokenizer; unseen words split into known pieces."""
     tok = Tokenizer(models.WordPiece(unk_token=UNK))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
@@ -108,6 +112,8 @@ class ContextEncoder:
     text because story corpora repeat sentences many times.
     """
 
+    CACHE_TEXTS = 100_000
+
     def __init__(self, tokenizer: Tokenizer, entity_rows: dict[str, int]):
         self.tok = tokenizer
         self.entity_rows = entity_rows
@@ -116,6 +122,8 @@ class ContextEncoder:
     def _encode(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         hit = self._cache.get(text)
         if hit is None:
+            if len(self._cache) >= self.CACHE_TEXTS:  # real text repeats little: bounded, not one entry a sentence
+                self._cache.clear()
             enc = self.tok.encode(text, add_special_tokens=False)
             hit = self._cache[text] = (enc.ids, enc.offsets)
         return hit
@@ -169,91 +177,155 @@ def segment(sentences: list[tuple[list[int], list[int]]], segment_len: int, max_
     return [s[0] for s in reversed(segs)], [s[1] for s in reversed(segs)]
 
 
-def _mentions_by_text(mentions_path: Path) -> dict[tuple[str, str, int], list[tuple[int, int, str]]]:
-    table = pq.read_table(mentions_path, columns=["story_id", "source", "index", "start", "end", "entity"])
-    out: dict[tuple[str, str, int], list[tuple[int, int, str]]] = {}
-    for sid, src, idx, a, b, ent in zip(*(table.column(c).to_pylist() for c in table.column_names)):
-        out.setdefault((sid, src, idx), []).append((a, b, ent))
-    return out
+def _mentions_per_story(mentions_path: Path) -> Iterator[tuple[str, dict[tuple[str, int], list[tuple[int, int, str]]]]]:
+    """(story id, {(source, index): [(start, end, entity)]}) per story, in the file's order, a batch at a time."""
+    f = pq.ParquetFile(mentions_path)
+    story, spans = None, {}
+    for batch in f.iter_batches(batch_size=65536, columns=["story_id", "source", "index", "start", "end", "entity"]):
+        for sid, src, idx, a, b, ent in zip(*(c.to_pylist() for c in batch.columns)):
+            if sid != story:
+                if story is not None:
+                    yield story, spans
+                story, spans = sid, {}
+            spans.setdefault((src, idx), []).append((a, b, ent))
+    if story is not None:
+        yield story, spans
 
 
 ROW_GROUP_ROWS = 4096
 
 
-def dataset_card(rows: dict[str, list[dict]], info: dict, linked_token_fraction: float) -> dict:
-    """What the dataset holds, for a reader who has not built it: examples per split and task, context
-    lengths (tokens) by percentile, the vocabulary, the share of context tokens linked to a KG entity,
-    and the examples' Arrow schema."""
-    def percentiles(values: list[int]) -> dict[str, int]:
-        ordered = sorted(values) or [0]
-        return {f"p{q}": ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] for q in (50, 90, 99)} | {
-            "max": ordered[-1]}
+def examples_dataset(dataset_dir: str | Path) -> ds.Dataset:
+    """Every example as one ``pyarrow.dataset``, with the split as a partition column (read lazily)."""
+    return ds.dataset(Path(dataset_dir) / EXAMPLES, format="parquet", schema=EXAMPLE_SCHEMA.append(
+        pa.field("split", pa.string())), partitioning=ds.partitioning(pa.schema([("split", pa.string())]),
+                                                                     flavor="hive"))
 
-    counts: dict[str, dict[str, int]] = {}
-    for split, split_rows in rows.items():
-        for r in split_rows:
-            counts.setdefault(split, {}).setdefault(r["task"], 0)
-            counts[split][r["task"]] += 1
-    return {"examples": {split: len(r) for split, r in rows.items()}, "examples_per_task": counts,
-            "context_tokens": percentiles([r["context_tokens"] for split_rows in rows.values() for r in split_rows]),
-            "vocab_size": info["vocab_size"], "entities": info["num_entities"],
-            "linked_token_fraction": round(linked_token_fraction, 4),
-            "schema": {f.name: str(f.type) for f in EXAMPLE_SCHEMA}}
+
+class _Stats:
+    """What ``dataset_card.json`` and the stage summary report, counted as the examples are written."""
+
+    def __init__(self):
+        self.counts: dict[str, dict[str, int]] = {split: {} for split in SPLITS}
+        self.lengths = array("i")  # context tokens per example, for the percentiles
+        self.segments = self.linked = self.tokens = 0
+
+    def add(self, split: str, row: dict, linked: int) -> None:
+        self.counts[split][row["task"]] = self.counts[split].get(row["task"], 0) + 1
+        self.lengths.append(row["context_tokens"])
+        self.segments += len(row["segments"])
+        self.linked, self.tokens = self.linked + linked, self.tokens + row["context_tokens"]
+
+    def card(self, info: dict) -> dict:
+        """What the dataset holds, for a reader who has not built it: examples per split and task, context
+        lengths (tokens) by percentile, the vocabulary, the share of context tokens linked to a KG entity,
+        and the examples' Arrow schema."""
+        ordered = sorted(self.lengths) or [0]
+        lengths = {f"p{q}": ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] for q in (50, 90, 99)}
+        return {"examples": {split: sum(c.values()) for split, c in self.counts.items()},
+                "examples_per_task": {split: c for split, c in self.counts.items() if c},
+                "context_tokens": lengths | {"max": ordered[-1]},
+                "vocab_size": info["vocab_size"], "entities": info["num_entities"],
+                "linked_token_fraction": round(self.linked / max(1, self.tokens), 4),
+                "layout": f"{EXAMPLES}/split=<split>/part-0.parquet (Hive partitioning), zstd, row groups of "
+                          f"{info['row_group_rows']} examples",
+                "schema": {f.name: str(f.type) for f in EXAMPLE_SCHEMA}}
+
+
+def _train_texts(corpus_path: Path, seen: list[int]) -> Iterator[str]:
+    """Every text of the train split, streamed; ``seen[0]`` counts the train stories."""
+    for stories in iter_corpus(corpus_path):
+        for story in stories:
+            if story.split == "train":
+                seen[0] += 1
+                yield from (*story.sentences, *story.questions, *story.answers)
 
 
 def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: Path, out_dir: Path,
                   segment_len: int = 24, max_segments: int = 8, tokenizer: str | None = None,
                   vocab_size: int = 2000, max_question_len: int = 24, max_answer_len: int = 8,
-                  pack_sentences: bool = True, aliases_path: Path | None = None) -> dict:
-    """Write ``{train,val,test}.parquet``, ``tokenizer.json``, ``dataset_info.json``, ``dataset_card.json`` (and a copy of the
-    extract stage's ``entity_aliases.parquet``, which the model needs to link text as it was linked here)."""
-    stories = read_corpus(corpus_path)
-    train_stories = [s for s in stories if s.split == "train"]
+                  pack_sentences: bool = True, aliases_path: Path | None = None,
+                  row_group_rows: int = ROW_GROUP_ROWS) -> dict:
+    """Write the examples (``split_file`` per split), ``tokenizer.json``, ``dataset_info.json``,
+    ``dataset_card.json`` (and a copy of the extract stage's ``entity_aliases.parquet``, which the model
+    needs to link text as it was linked here).
+
+    The corpus and the mentions are streamed story by story (both are in the
+    corpus's story order) and the examples written ``row_group_rows`` at a
+    time, so memory does not grow with the corpus.
+    """
     if tokenizer is None:
-        if not train_stories:  # a given tokenizer can encode a test-only corpus
+        seen = [0]
+        tok = train_tokenizer(_train_texts(corpus_path, seen), vocab_size)
+        if not seen[0]:  # a given tokenizer can encode a test-only corpus
             raise CorpusError(f"{corpus_path}: no training stories to train a tokenizer on")
-        texts = [t for s in train_stories for t in (*s.sentences, *s.questions, *s.answers)]
-        tok = train_tokenizer(texts, vocab_size)
     else:
         tok = load_tokenizer(tokenizer)
     special = SpecialIds.of(tok)
     unk = tok.token_to_id(UNK)
     entity_rows = dict(zip(*(pq.read_table(entity_index_path).column(c).to_pylist() for c in ("entity", "row"))))
-    mentions = _mentions_by_text(mentions_path)
     encoder = ContextEncoder(tok, entity_rows)
+    mentions = _mentions_per_story(mentions_path)
+    pending = next(mentions, None)
 
-    rows: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
-    linked = total = 0
-    for s in stories:
-        sent_ids, sent_ents = [], []
-        for i, text in enumerate(s.sentences):
-            ids, ents = encoder.encode(text, mentions.get((s.story_id, "sentence", i), []))
-            sent_ids.append(ids)
-            sent_ents.append(ents)
-        for q, (question, answer, pos) in enumerate(zip(s.questions, s.answers, s.question_positions)):
-            segs, seg_ents = segment(list(zip(sent_ids[:pos], sent_ents[:pos])), segment_len, max_segments,
-                                     pack_sentences)
-            n_tokens = sum(len(x) for x in sent_ids[:pos])
-            q_ids, q_ents = encoder.encode(question, mentions.get((s.story_id, "question", q), []))
-            a_ids = tok.encode(normalize_answer(answer), add_special_tokens=False).ids
-            if unk is not None and unk in a_ids:
-                raise CorpusError(f"{corpus_path}: story {s.story_id}, question {q}: the tokenizer "
-                                  f"({tokenizer or 'trained on the train split'}) cannot spell the answer "
-                                  f"{answer!r} ({UNK} in it), so no model could generate it")
-            a_ids = a_ids[:max_answer_len - 1]
-            linked += sum(e != NO_ENTITY for x in sent_ents[:pos] for e in x)
-            total += n_tokens
-            rows[s.split].append({
-                "example_id": f"{s.story_id}/{q}", "story_id": s.story_id, "task": s.task,
-                "segments": segs, "segment_entities": seg_ents,
-                "question": q_ids[:max_question_len], "question_entities": q_ents[:max_question_len],
-                "answer_ids": a_ids + [special.eos], "answer": normalize_answer(answer),
-                "context_tokens": n_tokens, "question_type": question_type(question),
-            })
-    for split, split_rows in rows.items():
-        # zstd, and row groups of a few thousand examples: a reader can take one group at a time
-        pq.write_table(pa.Table.from_pylist(split_rows, schema=EXAMPLE_SCHEMA), out_dir / f"{split}.parquet",
-                       compression="zstd", row_group_size=ROW_GROUP_ROWS)
+    stats, tasks = _Stats(), set()
+    buffers: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    for split in SPLITS:
+        split_file(out_dir, split).parent.mkdir(parents=True)
+    writers = {split: pq.ParquetWriter(split_file(out_dir, split), EXAMPLE_SCHEMA, compression="zstd")
+               for split in SPLITS}
+
+    def flush(split: str) -> None:
+        writers[split].write_table(pa.Table.from_pylist(buffers[split], schema=EXAMPLE_SCHEMA),
+                                   row_group_size=row_group_rows)
+        buffers[split] = []
+
+    try:
+        for stories in iter_corpus(corpus_path):
+            for s in stories:
+                spans = {}
+                if pending is not None and pending[0] == s.story_id:
+                    spans, pending = pending[1], next(mentions, None)
+                tasks.add(s.task)
+                sent_ids, sent_ents = [], []
+                for i, text in enumerate(s.sentences):
+                    ids, ents = encoder.encode(text, spans.get(("sentence", i), []))
+                    sent_ids.append(ids)
+                    sent_ents.append(ents)
+                for q, (question, answer, pos) in enumerate(zip(s.questions, s.answers, s.question_positions)):
+                    segs, seg_ents = segment(list(zip(sent_ids[:pos], sent_ents[:pos])), segment_len,
+                                             max_segments, pack_sentences)
+                    q_ids, q_ents = encoder.encode(question, spans.get(("question", q), []))
+                    a_ids = tok.encode(normalize_answer(answer), add_special_tokens=False).ids
+                    if unk is not None and unk in a_ids:
+                        raise CorpusError(f"{corpus_path}: story {s.story_id}, question {q}: the tokenizer "
+                                          f"({tokenizer or 'trained on the train split'}) cannot spell the answer "
+                                          f"{answer!r} ({UNK} in it), so no model could generate it")
+                    row = {
+                        "example_id": f"{s.story_id}/{q}", "story_id": s.story_id, "task": s.task,
+                        "segments": segs, "segment_entities": seg_ents,
+                        "question": q_ids[:max_question_len], "question_entities": q_ents[:max_question_len],
+                        "answer_ids": a_ids[:max_answer_len - 1] + [special.eos], "answer": normalize_answer(answer),
+                        "context_tokens": sum(len(x) for x in sent_ids[:pos]),
+                        "question_type": question_type(question),
+                    }
+                    stats.add(s.split, row, sum(e != NO_ENTITY for x in sent_ents[:pos] for e in x))
+                    buffers[s.split].append(row)
+                    if len(buffers[s.split]) == row_group_rows:
+                        flush(s.split)
+        if pending is not None:
+            raise CorpusError(f"{mentions_path}: the mentions of story {pending[0]!r} are not in the corpus's "
+                              f"story order, or not of a story of {corpus_path}; run the extract stage again")
+        for split in SPLITS:
+            if buffers[split]:
+                flush(split)
+    except BaseException:
+        for w in writers.values():
+            w.close()
+        shutil.rmtree(out_dir / EXAMPLES)  # bad input leaves nothing half-written
+        raise
+    for w in writers.values():
+        w.close()
     tok.save(str(out_dir / "tokenizer.json"))
     if aliases_path is not None:
         shutil.copy(aliases_path, out_dir / ENTITY_ALIASES)
@@ -262,22 +334,21 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
         for f in Path(tokenizer).glob("*token*"):
             if f.name != "tokenizer.json":
                 shutil.copy(f, out_dir / f.name)
-    every = [r for split_rows in rows.values() for r in split_rows]
-    lengths = [r["context_tokens"] for r in every]
     info = {
         "vocab_size": special.vocab_size, "pad_id": special.pad, "bos_id": special.bos, "eos_id": special.eos,
         "segment_len": segment_len, "pack_sentences": pack_sentences, "max_segments": max_segments,
         "max_question_len": max_question_len,
         "max_answer_len": max_answer_len, "num_entities": len(entity_rows),
-        "tasks": sorted({s.task for s in stories}),
+        "tasks": sorted(tasks), "row_group_rows": row_group_rows,
     }
     (out_dir / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n")
-    (out_dir / "dataset_card.json").write_text(json.dumps(dataset_card(rows, info, linked / max(1, total)),
-                                                          indent=2) + "\n")
+    card = stats.card(info)
+    (out_dir / "dataset_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    n = len(stats.lengths)
     return {
-        **{f"{k}_examples": len(v) for k, v in rows.items()},
+        **{f"{split}_examples": count for split, count in card["examples"].items()},
         "vocab_size": special.vocab_size,
-        "mean_context_tokens": round(sum(lengths) / max(1, len(lengths)), 1),
-        "mean_segments": round(sum(len(r["segments"]) for r in every) / max(1, len(every)), 2),
-        "linked_token_fraction": round(linked / max(1, total), 4),
+        "mean_context_tokens": round(sum(stats.lengths) / max(1, n), 1),
+        "mean_segments": round(stats.segments / max(1, n), 2),
+        "linked_token_fraction": card["linked_token_fraction"],
     }

@@ -37,7 +37,9 @@ from stmem.checkpoint import ENTITY_INDEX, TOKENIZER, save_checkpoint
 from stmem.config import TRAIN_SECTIONS, Config, ConfigError, TrainConfig, load_config
 from stmem.dataset import ENTITY_ALIASES, load_tokenizer
 from stmem.evaluate import exact_match, mean_loss, predict_answers, score, to_device
+from stmem.examples import ParquetExamples, epoch_order
 from stmem.init_from import init_from_checkpoint
+from stmem.layout import SPLITS, split_file
 from stmem.model import MemoryQA, Vocab
 from stmem.resume import CHECKPOINTS, LoopState
 from stmem.transforms import build_transforms
@@ -103,10 +105,11 @@ def fit(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: Path | None = 
             shutil.copy(Path(kg_dir) / ENTITY_INDEX, out_dir / ENTITY_INDEX)
             if (dataset_dir / ENTITY_ALIASES).is_file():  # KG names found in text by the extract stage
                 shutil.copy(dataset_dir / ENTITY_ALIASES, out_dir / ENTITY_ALIASES)
-    splits = {s: load_examples(dataset_dir / f"{s}.parquet") for s in ("train", "val", "test")}
+    # read a row group at a time: never the whole split in memory unless it fits in one shuffle window
+    splits = {s: ParquetExamples(split_file(dataset_dir, s), cache_groups=tc.shuffle_window) for s in SPLITS}
     train = splits["train"]
     if not train:
-        raise ValueError(f"{dataset_dir / 'train.parquet'}: no training examples")
+        raise ValueError(f"{split_file(dataset_dir, 'train')}: no training examples")
     transforms = build_transforms(cfg, tokenizer, train)
     model = build_model(cfg, dataset_dir, kg_dir).to(device)
     pad_id, bs, accum = model.vocab.pad_id, tc.batch_size, tc.grad_accum_steps
@@ -131,7 +134,7 @@ def fit(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: Path | None = 
         state.epoch = epoch
         model.train()
         if state.step == 0:  # a fresh epoch; a resumed one keeps its order and losses
-            shuffler.shuffle(state.order)
+            state.order = epoch_order(train, shuffler, tc.shuffle_window, state.order)
             state.losses = []
         mine = ranks.shard(state.order)
         bar = tqdm(range(state.step, steps_per_epoch), desc=f"epoch {epoch}/{tc.epochs}", leave=False,
@@ -299,7 +302,7 @@ def _fit_published(cfg: Config, dataset_dir: Path, out_dir: Path, kg_dir: Path |
     """
     from stmem.artifacts import digest, file_sha256, stage_output, work_dir
 
-    files = [dataset_dir / f for f in ("train.parquet", "val.parquet", "test.parquet", TOKENIZER)]
+    files = [*(split_file(dataset_dir, s) for s in SPLITS), dataset_dir / TOKENIZER]
     if kg_dir is not None and cfg.model.kg_fusion:
         files += [Path(kg_dir) / f for f in ("entity_embeddings.safetensors", ENTITY_INDEX)]
         files += [f for f in (dataset_dir / ENTITY_ALIASES,) if f.is_file()]

@@ -18,7 +18,7 @@ from typing import Callable
 
 from stmem.artifacts import MissingArtifactError, altered, digest, file_sha256, read_manifest
 from stmem.config import TRAIN_SECTIONS, Config
-from stmem.layout import RunLayout
+from stmem.layout import SPLITS, RunLayout, split_path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,11 +52,11 @@ GRAPH: dict[str, Stage] = {s.name: s for s in (
           extra_inputs="tasks.kg:external_files"),
     Stage("dataset", reads={"ingest": ("corpus.parquet",), "extract": ("mentions.parquet", "entity_aliases.parquet"),
                             "kg": ("entity_index.parquet",)},
-          writes=("train.parquet", "val.parquet", "test.parquet", "tokenizer.json", "dataset_info.json",
+          writes=(*map(split_path, SPLITS), "tokenizer.json", "dataset_info.json",
                   "dataset_card.json", "entity_aliases.parquet"),
           sections=("dataset",), code=("corpora", "stmem"), build="tasks.dataset:build",
           extra_inputs="tasks.dataset:tokenizer_file"),
-    Stage("train", reads={"dataset": ("train.parquet", "val.parquet", "test.parquet", "tokenizer.json",
+    Stage("train", reads={"dataset": (*map(split_path, SPLITS), "tokenizer.json",
                                       "entity_aliases.parquet"),
                           "kg": ("entity_embeddings.safetensors", "entity_index.parquet")},
           writes=("model.safetensors", "model_config.json", "tokenizer.json", "eval.json", "history.json",
@@ -66,7 +66,7 @@ GRAPH: dict[str, Stage] = {s.name: s for s in (
           resumable=True),
     Stage("register", reads={"train": ("model.safetensors", "eval.json", "history.json", "test_predictions.parquet"),
                              "kg": ("kg_metrics.json",), "ingest": ("corpus.parquet",),  # plots by distance
-                             "dataset": ("test.parquet",),  # the test figure is recomputed before registering
+                             "dataset": (split_path("test"),),  # the test figure is recomputed before registering
                              "extract": ()},  # every manifest goes to MLflow
           writes=("registration.json",), sections=("register",), code=("serving", "stmem", "corpora"),
           build="tasks.register:build"),

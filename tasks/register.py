@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 from stmem.config import Config
+from stmem.layout import split_file, split_path
 
 
 def _metrics(train_dir: Path, kg_dir: Path) -> dict:
@@ -27,13 +28,13 @@ def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
     from serving.registry import verify_checkpoint
 
     train, kg = inputs["train"], inputs["kg"]
-    verify_checkpoint(train, inputs["dataset"] / "test.parquet")  # before anything reaches MLflow
+    verify_checkpoint(train, split_file(inputs["dataset"], "test"))  # before anything reaches MLflow
     manifests = [inputs[s] / "manifest.json" for s in ("ingest", "extract", "kg", "dataset", "train")]
     run_file = train / RUN_FILE  # the run training opened; absent for a model trained outside the pipeline
     run_id = json.loads(run_file.read_text())["run_id"] if run_file.is_file() else None
     from stmem.artifacts import read_manifest
 
-    test_set = read_manifest(inputs["dataset"])["outputs"]["test.parquet"][:16]  # the test split's sha256
+    test_set = read_manifest(inputs["dataset"])["outputs"][split_path("test")][:16]  # the test split's sha256
     card = model_card(json.loads((train / "eval.json").read_text()), _sources(cfg, inputs, test_set))
     with tempfile.TemporaryDirectory(prefix="stmem-plots-") as tmp:
         plots = training_plots(train, inputs["ingest"] / "corpus.parquet", Path(tmp) / "plots")
@@ -49,7 +50,7 @@ def _sources(cfg: Config, inputs: dict[str, Path], test_set: str) -> dict[str, s
 
     train = read_manifest(inputs["train"])
     tags = run_tags(cfg, inputs)
-    sources = {"test set (sha256 of test.parquet)": test_set,
+    sources = {f"test set (sha256 of {split_path('test')})": test_set,
                "dataset (digest of its files)": tags["stmem.dataset_digest"],
                "KG (digest of its files)": digest(read_manifest(inputs["kg"])["outputs"]),
                "config (train stage's sections)": train["config_hash"],

@@ -75,7 +75,7 @@ def babi_dir() -> Path:
     return shared_data("babi", "en")
 
 
-def make_dataset(d: Path, tokenizer: str | None = None) -> Path:
+def make_dataset(d: Path, tokenizer: str | None = None, row_group_rows: int = 4096) -> Path:
     """A tiny demo dataset in d/ds: 60 training examples of a few segments, no entities.
 
     ``tokenizer``: a pretrained tokenizer directory; None trains a WordPiece on the stories.
@@ -93,7 +93,7 @@ def make_dataset(d: Path, tokenizer: str | None = None) -> Path:
     (d / "ds").mkdir()
     build_dataset(corpus_path=d / "corpus.parquet", mentions_path=d / "mentions.parquet",
                   entity_index_path=d / "entity_index.parquet", out_dir=d / "ds", segment_len=12, max_segments=4,
-                  tokenizer=tokenizer)
+                  tokenizer=tokenizer, row_group_rows=row_group_rows)
     return d / "ds"
 
 

@@ -23,6 +23,7 @@ from stmem.layout import RunLayout
 from tasks.graph import GRAPH, STAGES
 from tests.conftest import TINY_CONFIG, error_lines, stmem_cli
 from tests.servers import free_port, post, start, stop, wait_http
+from stmem.layout import split_file
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +53,12 @@ def test_every_stage_wrote_its_artifacts_with_schemas(run_dir):
     ds = L.stage_dir("dataset")
     info = json.loads((ds / "dataset_info.json").read_text())
     for split in ("train", "val", "test"):
-        table = pq.read_table(ds / f"{split}.parquet")
+        table = pq.read_table(split_file(ds, split))
         assert table.schema.equals(EXAMPLE_SCHEMA) and table.num_rows > 0
         for segs in table.column("segments").to_pylist():
             assert all(len(s) <= info["segment_len"] for s in segs) and len(segs) <= info["max_segments"]
     assert (ds / "tokenizer.json").is_file()
-    linked = pq.read_table(ds / "train.parquet").column("segment_entities").to_pylist()
+    linked = pq.read_table(split_file(ds, "train")).column("segment_entities").to_pylist()
     assert any(e > 0 for story in linked for seg in story for e in seg)  # entity linking happened
 
     train = L.stage_dir("train")
@@ -67,7 +68,7 @@ def test_every_stage_wrote_its_artifacts_with_schemas(run_dir):
     assert set(ev["test"]["per_task"]) == {"demo"}
     # eval.json is the saved checkpoint's exact match on the test split, recomputed here
     model, _ = load_checkpoint(train)
-    test = pq.read_table(ds / "test.parquet").to_pylist()
+    test = pq.read_table(split_file(ds, "test")).to_pylist()
     answers = predict_answers(model, test, load_tokenizer(train / "tokenizer.json"), batch_size=16, device="cpu")
     assert ev["test"]["accuracy"] == sum(a == e["answer"] for a, e in zip(answers, test)) / len(test)
     assert pq.read_table(train / "test_predictions.parquet").column("prediction").to_pylist() == answers

@@ -11,6 +11,7 @@ import pytest
 
 from serving.inference import Predictor
 from tests.servers import SERVER_ENV as ENV, free_port, start, stop, wait_http
+from stmem.layout import split_file
 
 MLFLOW_BIN = str(Path(sys.executable).parent / "mlflow")
 STORY = "Mary moved to the bathroom.\nJohn went to the hallway."
@@ -197,19 +198,19 @@ def test_registration_refuses_non_finite_weights_and_a_metric_not_its_own(tmp_pa
     out = tmp_path / "train"
     fit(tiny_config(epochs=2), dataset_dir=ds, out_dir=out)
     ev = json.loads((out / "eval.json").read_text())
-    assert verify_checkpoint(out, ds / "test.parquet") == ev["test"]["accuracy"]
+    assert verify_checkpoint(out, split_file(ds, "test")) == ev["test"]["accuracy"]
 
     ev["test"]["accuracy"] += 0.25  # a figure the weights do not give
     (out / "eval.json").write_text(json.dumps(ev))
     with pytest.raises(RegistrationRefused, match="recomputed from the weights"):
-        verify_checkpoint(out, ds / "test.parquet")
+        verify_checkpoint(out, split_file(ds, "test"))
 
     weights = load_file(out / "model.safetensors")
     name = next(iter(weights))
     weights[name] = weights[name] * float("nan")
     save_file(weights, str(out / "model.safetensors"))
     with pytest.raises(RegistrationRefused, match="hold NaN or inf"):
-        verify_checkpoint(out, ds / "test.parquet")
+        verify_checkpoint(out, split_file(ds, "test"))
 
 
 def test_champion_moves_only_on_the_same_test_set_and_rolls_back(tmp_path, checkpoint):

@@ -12,6 +12,7 @@ from stmem.evaluate import predict_answers
 from stmem.model import MemoryQA, Vocab
 from stmem.train import fit, load_examples
 from tests.conftest import make_dataset, tiny_config
+from stmem.layout import split_file
 
 
 def test_minilm_encoder_starts_from_its_weights_trains_and_reloads_without_its_directory(tmp_path):
@@ -35,7 +36,7 @@ def test_minilm_encoder_starts_from_its_weights_trains_and_reloads_without_its_d
     trained = model.backbone.model.state_dict()
     assert not torch.equal(trained["encoder.layer.5.output.dense.weight"], pretrained["encoder.layer.5.output.dense.weight"])
     eval_json = json.loads((tmp_path / "out" / "eval.json").read_text())
-    test = load_examples(ds / "test.parquet")
+    test = load_examples(split_file(ds, "test"))
     answers = predict_answers(model, test, load_tokenizer(tmp_path / "out" / "tokenizer.json"), batch_size=16,
                               device=torch.device("cpu"))
     gold = [e["answer"] for e in test]

@@ -1,12 +1,14 @@
 import json
 
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
 from corpora import CorpusError, Story, write_corpus
-from stmem.dataset import (EXAMPLE_SCHEMA, build_dataset, decode_answer, load_tokenizer, normalize_answer,
-                           segment, train_tokenizer)
+from stmem.dataset import (EXAMPLE_SCHEMA, build_dataset, decode_answer, examples_dataset, load_tokenizer,
+                           normalize_answer, segment, train_tokenizer)
+from stmem.layout import split_file
 
 
 def test_segments_pack_whole_sentences_newest_first():
@@ -52,17 +54,21 @@ def inputs(tmp_path):
         Story("s/test/0", "t", "test", ["Mary moved to the garden."], ["Where is Mary?"], ["garden"], [1], [[0]]),
     ]
     write_corpus(stories, tmp_path / "corpus.parquet")
-    mentions = [("s/train/0", "sentence", 0, 0, 4, "mary"), ("s/train/0", "sentence", 0, 17, 24, "kitchen"),
-                ("s/train/0", "question", 0, 9, 13, "mary"), ("s/test/0", "sentence", 0, 0, 4, "mary"),
-                ("s/train/0", "sentence", 1, 0, 4, "john")]  # john is not in the entity index
-    cols = list(zip(*mentions))
-    pq.write_table(pa.table({"story_id": cols[0], "source": cols[1], "index": pa.array(cols[2], pa.int32()),
-                             "start": pa.array(cols[3], pa.int32()), "end": pa.array(cols[4], pa.int32()),
-                             "entity": cols[5]}), tmp_path / "mentions.parquet")
+    # in the corpus's story order, as the extract stage writes them; john is not in the entity index
+    write_mentions([("s/train/0", "sentence", 0, 0, 4, "mary"), ("s/train/0", "sentence", 0, 17, 24, "kitchen"),
+                    ("s/train/0", "question", 0, 9, 13, "mary"), ("s/train/0", "sentence", 1, 0, 4, "john"),
+                    ("s/test/0", "sentence", 0, 0, 4, "mary")], tmp_path / "mentions.parquet")
     pq.write_table(pa.table({"entity": ["kitchen", "mary"], "row": pa.array([0, 1], pa.int32())}),
                    tmp_path / "entity_index.parquet")
     (tmp_path / "out").mkdir()
     return tmp_path
+
+
+def write_mentions(mentions: list[tuple], path):
+    cols = list(zip(*mentions))
+    pq.write_table(pa.table({"story_id": cols[0], "source": cols[1], "index": pa.array(cols[2], pa.int32()),
+                             "start": pa.array(cols[3], pa.int32()), "end": pa.array(cols[4], pa.int32()),
+                             "entity": cols[5]}), path)
 
 
 def test_build_dataset_links_entities_and_segments(inputs):
@@ -72,8 +78,8 @@ def test_build_dataset_links_entities_and_segments(inputs):
                             max_segments=8, vocab_size=500)
     assert summary["train_examples"] == 1 and summary["test_examples"] == 1 and summary["val_examples"] == 0
     tok = load_tokenizer(out / "tokenizer.json")
-    row = pq.read_table(out / "train.parquet").to_pylist()[0]
-    assert pq.read_schema(out / "train.parquet").equals(EXAMPLE_SCHEMA)
+    row = pq.read_table(split_file(out, "train")).to_pylist()[0]
+    assert pq.read_schema(split_file(out, "train")).equals(EXAMPLE_SCHEMA)
     flat = [t for s in row["segments"] for t in s]
     ents = [e for s in row["segment_entities"] for e in s]
     words = [tok.id_to_token(t) for t in flat]
@@ -90,10 +96,32 @@ def test_build_dataset_links_entities_and_segments(inputs):
     assert card["examples"] == {"train": 1, "val": 0, "test": 1}
     assert card["examples_per_task"]["train"] == {row["task"]: 1}
     assert card["context_tokens"]["max"] == max(r["context_tokens"] for s in ("train", "test")
-                                                for r in pq.read_table(out / f"{s}.parquet").to_pylist())
+                                                for r in pq.read_table(split_file(out, s)).to_pylist())
     assert card["entities"] == 2 and 0 < card["linked_token_fraction"] < 1
     assert card["schema"]["segments"] == "list<item: list<item: int32>>"
-    assert pq.ParquetFile(out / "train.parquet").metadata.row_group(0).column(0).compression == "ZSTD"
+    assert pq.ParquetFile(split_file(out, "train")).metadata.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_the_examples_are_a_dataset_partitioned_by_split(inputs):
+    out = inputs / "out"
+    build_dataset(corpus_path=inputs / "corpus.parquet", mentions_path=inputs / "mentions.parquet",
+                  entity_index_path=inputs / "entity_index.parquet", out_dir=out, vocab_size=500)
+    assert sorted(p.relative_to(out).as_posix() for p in (out / "examples").rglob("*.parquet")) == [
+        "examples/split=test/part-0.parquet", "examples/split=train/part-0.parquet",
+        "examples/split=val/part-0.parquet"]  # an empty split is a file with the schema and no rows
+    dataset = examples_dataset(out)
+    assert dataset.schema.field("split").type == pa.string()
+    assert dataset.count_rows() == 2 and dataset.count_rows(filter=pads.field("split") == "val") == 0
+    test = dataset.to_table(filter=pads.field("split") == "test", columns=["example_id", "split"]).to_pylist()
+    assert test == [{"example_id": "s/test/0/0", "split": "test"}]
+
+
+def test_mentions_out_of_the_corpus_order_are_refused(inputs):
+    write_mentions([("s/test/0", "sentence", 0, 0, 4, "mary"), ("s/train/0", "sentence", 0, 0, 4, "mary")],
+                   inputs / "mentions.parquet")
+    with pytest.raises(CorpusError, match=r"mentions.parquet: the mentions of story 's/train/0' are not in"):
+        build_dataset(corpus_path=inputs / "corpus.parquet", mentions_path=inputs / "mentions.parquet",
+                      entity_index_path=inputs / "entity_index.parquet", out_dir=inputs / "out", vocab_size=500)
 
 
 def test_an_answer_the_given_tokenizer_cannot_spell_is_an_error(inputs, tmp_path):

@@ -15,6 +15,7 @@ from stmem.model import MemoryQA
 from stmem.train import load_examples
 from tests.conftest import TINY_MODEL, make_dataset
 from tests.stmem.test_train import Stop, train
+from stmem.layout import split_file
 
 TINY_CFG = ModelConfig.model_validate(TINY_MODEL)
 
@@ -95,7 +96,7 @@ def test_init_from_carries_shared_tokens_across_tokenizers_and_refuses_another_s
     deeper = MemoryQA(model.cfg.model_copy(update={"decoder_layers": 2}), v).eval()
     carried = init_from_checkpoint(deeper, tmp_path / "first", ds / "tokenizer.json")
     assert carried["fresh"] and all(k.startswith("decoder.layers.1.") for k in carried["fresh"])
-    batch = collate(load_examples(ds / "val.parquet")[:8], v.pad_id, v.segment_len)
+    batch = collate(load_examples(split_file(ds, "val"))[:8], v.pad_id, v.segment_len)
     checkpoint_model = load_checkpoint(tmp_path / "first")[0].eval()
     with torch.no_grad():
         assert torch.allclose(deeper(batch), checkpoint_model(batch), atol=1e-5)

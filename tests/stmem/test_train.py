@@ -16,6 +16,7 @@ from stmem.evaluate import predict_answers
 from stmem.model import MemoryQA
 from stmem.train import fit, load_examples
 from tests.conftest import make_dataset, tiny_config
+from stmem.layout import split_file
 
 
 class Stop(Exception):
@@ -60,7 +61,7 @@ def test_checkpoint_round_trip_and_raw_text_inference_match_training_encoding(ds
     out, _ = trained
     model, config = load_checkpoint(out)
     assert config["model"]["memory"] == {"type": "routed", "slots": 2, "route": "token", "segment_sees_memory": True}
-    examples = load_examples(ds / "test.parquet")
+    examples = load_examples(split_file(ds, "test"))
     expected = predict_answers(model, examples, load_tokenizer(out / "tokenizer.json"), batch_size=4, device="cpu")
     stories = {s.story_id: s for s in read_corpus(ds.parent / "corpus.parquet")}
     contexts, questions = [], []
@@ -103,7 +104,7 @@ def test_accumulated_micro_batches_give_the_big_batch_gradient(ds, tmp_path, mon
 def test_accumulation_counts_optimizer_steps(ds, tmp_path):
     steps = []
     train(ds, tmp_path, batch_size=4, grad_accum_steps=4, epochs=2, on_step=steps.append)
-    n = len(load_examples(ds / "train.parquet"))
+    n = len(load_examples(split_file(ds, "train")))
     assert steps == list(range(1, 2 * math.ceil(math.ceil(n / 4) / 4) + 1))
 
 
@@ -121,7 +122,7 @@ def record_forward(monkeypatch) -> list:
 def test_segment_curriculum_limits_the_segments_per_epoch(ds, tmp_path, monkeypatch):
     seen = record_forward(monkeypatch)
     train(ds, tmp_path, epochs=3, segment_curriculum=[1, 2])
-    per_epoch = math.ceil(len(load_examples(ds / "train.parquet")) / 8)
+    per_epoch = math.ceil(len(load_examples(split_file(ds, "train"))) / 8)
     widths = [b["segments"].shape[1] for training, b in seen if training]
     assert len(widths) == 3 * per_epoch
     assert set(widths[:per_epoch]) == {1} and set(widths[per_epoch:2 * per_epoch]) == {2}
