@@ -271,7 +271,7 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
     stats, tasks = _Stats(), set()
     buffers: dict[str, list[dict]] = {split: [] for split in SPLITS}
     for split in SPLITS:
-        split_file(out_dir, split).parent.mkdir(parents=True)
+        split_file(out_dir, split).parent.mkdir(parents=True, exist_ok=True)
     writers = {split: pq.ParquetWriter(split_file(out_dir, split), EXAMPLE_SCHEMA, compression="zstd")
                for split in SPLITS}
 

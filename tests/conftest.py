@@ -14,6 +14,8 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+# the suite's own server, and each command's when a test starts one, may start slowly on a loaded machine
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def pytest_sessionstart(session):
@@ -36,8 +38,10 @@ def pytest_sessionfinish(session, exitstatus):
     Prefect keeps its servers in a private per-port registry; there is no
     public handle on the one its flows started.
     """
+    from prefect.logging.handlers import APILogWorker
     from prefect.server.api.server import SubprocessASGIServer
 
+    APILogWorker.drain_all(timeout=5)  # the flows' last log lines, while the server is still up
     for server in list(SubprocessASGIServer._instances.values()):
         server.stop()
 
