@@ -57,13 +57,22 @@ def read_corpus(path: Path) -> list[Story]:
     return [Story(**row) for row in table.to_pylist()]
 
 
-def iter_corpus(path: Path, stories_per_chunk: int = 4096) -> Iterator[list[Story]]:
-    """The corpus ``stories_per_chunk`` stories at a time, in order: never the whole table in memory."""
+def iter_corpus(path: Path, stories_per_chunk: int = 4096,
+                rows: tuple[int, int] | None = None) -> Iterator[list[Story]]:
+    """The corpus (its rows ``[start, stop)`` if given) ``stories_per_chunk`` stories at a time, in order:
+    never the whole table in memory."""
     f = pq.ParquetFile(path)
     if f.schema_arrow.remove_metadata() != CORPUS_SCHEMA:
         raise CorpusError(f"{path}: not a corpus table (schema differs from corpora.schema.CORPUS_SCHEMA)")
+    start, stop = rows or (0, f.metadata.num_rows)
+    at = 0  # the corpus row the next batch starts at
     for batch in f.iter_batches(batch_size=stories_per_chunk):
-        yield [Story(**row) for row in batch.to_pylist()]
+        lo, hi = max(start, at) - at, min(stop, at + batch.num_rows) - at
+        at += batch.num_rows
+        if hi > lo:
+            yield [Story(**row) for row in batch.slice(lo, hi - lo).to_pylist()]
+        if at >= stop:
+            break
 
 
 def support_distances(path: Path) -> dict[str, int]:

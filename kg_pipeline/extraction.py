@@ -27,7 +27,7 @@ from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc, Span, Token
 from spacy.util import filter_spans
 
-from corpora.schema import CORPUS_SCHEMA, Story
+from corpora.schema import iter_corpus
 from kg_pipeline.errors import KGInputError
 
 log = logging.getLogger(__name__)
@@ -273,24 +273,6 @@ class MentionExtractor:
 # -----------------------------------------------------------------------------
 # the stage entry point
 
-def _story_chunks(corpus_path: Path, stories_per_chunk: int,
-                  rows: tuple[int, int] | None = None) -> Iterator[list[Story]]:
-    """The corpus (its rows ``[start, stop)`` if given), ``stories_per_chunk`` stories at a time (never the whole
-    table in memory)."""
-    f = pq.ParquetFile(corpus_path)
-    if f.schema_arrow.remove_metadata() != CORPUS_SCHEMA:
-        raise KGInputError(f"{corpus_path}: not a corpus table (schema differs from corpora.schema.CORPUS_SCHEMA)")
-    start, stop = rows or (0, f.metadata.num_rows)
-    at = 0  # the corpus row the next batch starts at
-    for batch in f.iter_batches(batch_size=stories_per_chunk):
-        lo, hi = max(start, at) - at, min(stop, at + batch.num_rows) - at
-        at += batch.num_rows
-        if hi > lo:
-            yield [Story(**row) for row in batch.slice(lo, hi - lo).to_pylist()]
-        if at >= stop:
-            break
-
-
 def shard_rows(corpus_path: Path, shards: int) -> list[tuple[int, int]]:
     """The corpus rows ``[start, stop)`` of each of ``shards`` near-equal parts (none empty)."""
     n = pq.ParquetFile(corpus_path).metadata.num_rows
@@ -313,7 +295,7 @@ def extract_part(*, corpus_path: str | Path, out_dir: str | Path, rows: tuple[in
     n_mentions = n_triples = 0
     with pq.ParquetWriter(out_dir / "mentions.parquet", MENTIONS_SCHEMA) as mention_file, \
             pq.ParquetWriter(out_dir / "triples.parquet", TRIPLES_SCHEMA) as triple_file:
-        for stories in _story_chunks(corpus_path, stories_per_chunk, rows):
+        for stories in iter_corpus(corpus_path, stories_per_chunk, rows):
             # one flat list of texts, with (story, source, index) alongside, so spaCy sees one stream
             keys, texts = [], []
             for story in stories:
