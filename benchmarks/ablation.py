@@ -90,6 +90,9 @@ def main() -> int:
             results[variant] = {"mean": round(statistics.mean(accs), 4), "min": min(accs), "max": max(accs),
                                 "per_task_mean": {t: round(statistics.mean(r["per_task"][t] for r in runs), 4)
                                                   for t in runs[0]["per_task"]},
+                                "per_question_type_mean": {
+                                    t: round(statistics.mean(r["per_question_type"][t]["accuracy"] for r in runs), 4)
+                                    for t in runs[0]["per_question_type"]},
                                 "runs": runs}
             if "memory" in results and "no_memory" in results:
                 report["memory_gain_points"] = round(100 * (results["memory"]["mean"]

@@ -264,7 +264,8 @@ def write_outputs(cfg: Config, model: MemoryQA, out_dir: Path, test_examples: li
               "memory": cfg.model.memory.type, "kg_fusion": cfg.model.kg_fusion}
     (out_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / "history.json").write_text(json.dumps(state.history, indent=2) + "\n")
-    return {"test_accuracy": test["accuracy"], "per_task": test["per_task"], "best_val_accuracy": state.best,
+    return {"test_accuracy": test["accuracy"], "per_task": test["per_task"],
+            "per_question_type": test["per_question_type"], "best_val_accuracy": state.best,
             "epochs_run": len(state.history), "device": str(ranks.device), "train_seconds": round(state.seconds, 1),
             "history": state.history}
 

@@ -53,6 +53,8 @@ def test_fit_writes_checkpoint_and_eval(trained):
     ev = json.loads((out / "eval.json").read_text())
     assert ev["test"]["n"] == 12 and set(ev["test"]["per_task"]) == {"demo"}
     assert ev["epochs_run"] == 2 and summary["test_accuracy"] == ev["test"]["accuracy"]
+    # the summary a benchmark keeps (benchmarks/ablation.py) has the figures per question type too
+    assert summary["per_question_type"] == ev["test"]["per_question_type"] and summary["per_question_type"]
     history = json.loads((out / "history.json").read_text())
     assert history[1]["loss"] < history[0]["loss"]
 
