@@ -7,6 +7,7 @@ the link-prediction metrics (json).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -69,13 +70,17 @@ def train_kg(*, triples_path: Path, out_dir: Path, model: str = "TransE",
     triples_path, out_dir = Path(triples_path), Path(out_dir)
     # text_triples=False: the embedding is trained on the external KG alone,
     # so facts the text states about its entities cannot pull them around.
-    triples = read_triples_parquet(triples_path) if text_triples else []
+    text = read_triples_parquet(triples_path) if text_triples else []
     if not text_triples and external_kg is None:
         raise KGInputError("kg.text_triples is false and there is no kg.external_kg: nothing to train on")
     # the external KG file by file: a split directory's train/valid/test are also its given split
     kg_parts = [read_external_kg(f) for f in external_kg_files(Path(external_kg))] if external_kg is not None else []
-    triples += [t for part in kg_parts for t in part]
-    triples = sorted(set(triples))  # sorted: the same input gives the same ids and split
+    from_text, from_kg = set(text), {t for part in kg_parts for t in part}
+    triples = sorted(from_text | from_kg)  # sorted: the same input gives the same ids and split
+    # what the merge did, so a user sees how much the text adds to their KG and which relations dominate
+    merge = {"text_triples": len(from_text), "kg_triples": len(from_kg), "in_both": len(from_text & from_kg),
+             "duplicates_dropped": len(text) + sum(map(len, kg_parts)) - len(triples),
+             "triples_per_relation": dict(sorted(Counter(r for _, r, _ in triples).items()))}
     if len(triples) < MIN_TRIPLES:
         sources = f"{triples_path}" + (f" + {external_kg}" if external_kg is not None else "")
         raise KGInputError(f"{sources}: only {len(triples)} distinct triples; need at least {MIN_TRIPLES} "
@@ -137,6 +142,7 @@ def train_kg(*, triples_path: Path, out_dir: Path, model: str = "TransE",
         # the exported vector: the embedding, then one block per relation in this order
         "vector_dim": int(emb.shape[1]),
         "relation_context": relations if relation_context else None,
+        "merge": merge,
         "split": {"train": train.num_triples, "valid": valid.num_triples, "test": test.num_triples},
         "epochs_trained": len(result.losses),  # fewer than num_epochs when the early stopper stopped it
         # "given": the external KG's own train/valid/test.txt; else "random [ratios]" (seeded) over all triples

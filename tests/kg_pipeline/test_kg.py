@@ -106,6 +106,12 @@ def test_train_kg_transe_on_countries(tmp_path):
     assert metrics["num_entities"] == len(expected)
     assert metrics["num_triples"] == len(set(countries + TEXT_TRIPLES))
     assert metrics["num_relations"] == 2 + 3
+    kg = set(countries)
+    assert metrics["merge"] == {  # france's travel_to is text only; mary's move is given twice
+        "text_triples": 3, "kg_triples": len(kg), "in_both": 0, "duplicates_dropped": 1 + len(countries) - len(kg),
+        "triples_per_relation": {"locatedin": sum(r == "locatedin" for _, r, _ in kg), "move_to": 1,
+                                 "neighbor": sum(r == "neighbor" for _, r, _ in kg), "pick_up": 1, "travel_to": 1}}
+    assert sum(metrics["merge"]["triples_per_relation"].values()) == metrics["num_triples"]
     assert sum(metrics["split"].values()) == metrics["num_triples"] and min(metrics["split"].values()) > 0
     assert 0 <= metrics["mrr"] <= 1
     assert 0 <= metrics["hits_at_1"] <= metrics["hits_at_3"] <= metrics["hits_at_10"] <= 1
