@@ -113,19 +113,18 @@ def main() -> int:
     for run in args.runs:
         cfg = load_config(args.config, [*args.overrides, f"run.name={run}"])
         preds[run] = answers(cfg, rows)
-        report["runs"][run] = {"model": f"models:/{cfg.register.model_name}@champion", "memory": None,
+        memory = json.loads((cfg.run_dir / "train" / "eval.json").read_text())["memory"]
+        report["runs"][run] = {"model": f"models:/{cfg.register.model_name}@champion", "memory": memory,
                                **figures(rows, preds[run])}
-        evaluation = json.loads((cfg.run_dir / "train" / "eval.json").read_text())
-        report["runs"][run]["memory"] = evaluation["memory"]
     print(f"{report['dialogues']} fresh dialogues, {report['questions']} replies")
     for run, r in report["runs"].items():
         distances = "  ".join(f"{d}: {v['accuracy']:.3f} ({v['n']})" for d, v in r["facts_by_turns_back"].items())
         print(f"{run} (memory {r['memory']}): facts {r['facts']['accuracy']:.3f} ({r['facts']['n']}), "
               f"2+ turns back {r['facts_two_or_more_turns_back']['accuracy']:.3f}, other replies "
               f"{r['other_replies']['accuracy']:.3f}\n  by turns back  {distances}")
-    shown = [r for r in rows if (r["turns_back"] or 0) >= 3][:args.show]
-    report["examples"] = [{**{k: r[k] for k in ("context", "question", "answer", "turns_back")},
-                           "answers": {run: preds[run][rows.index(r)] for run in args.runs}} for r in shown]
+    shown = [i for i, r in enumerate(rows) if (r["turns_back"] or 0) >= 3][:args.show]
+    report["examples"] = [{**{k: rows[i][k] for k in ("context", "question", "answer", "turns_back")},
+                           "answers": {run: preds[run][i] for run in args.runs}} for i in shown]
     for e in report["examples"]:
         print("\n" + e["context"] + f"\nuser: {e['question']}   (said {e['turns_back']} turns back: {e['answer']})")
         for run, a in e["answers"].items():
