@@ -117,15 +117,19 @@ class KGConfig(Section):
 
 class DatasetConfig(Section):
     segment_len: int = Field(8, ge=4)  # tokens; whole sentences are packed into segments
-    max_segments: int = Field(12, ge=1)  # the oldest segments beyond this are dropped
+    # None: every context whole (the longest in the corpus sets it). A number: a longer context keeps its
+    # newest max_segments segments (bounded compute, as BABILong cuts); dataset_card.json counts them.
+    max_segments: int | None = Field(None, ge=1)
     # false: one sentence per segment (segment_len then only bounds a sentence):
     # a small encoder from scratch is poor at telling which of several facts in
     # one segment came last, the memory's write order is not
     pack_sentences: bool = True
     tokenizer: str | None = None  # a pretrained tokenizer directory; None trains one
     vocab_size: int = Field(2000, ge=50)
-    max_question_len: int = Field(24, ge=2)
-    max_answer_len: int = Field(8, ge=1)
+    # tokens; None: the longest in the corpus. A number: a longer question or answer is refused with the
+    # count and the length it needs (never cut: a cut answer can never be generated right)
+    max_question_len: int | None = Field(None, ge=2)
+    max_answer_len: int | None = Field(None, ge=2)  # answer tokens and the end-of-answer token
 
 
 class BackboneConfig(Section):

@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 from array import array
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -84,14 +85,30 @@ def decode_answer(tokenizer: Tokenizer, ids: list[int]) -> str:
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
-    """A lowercase WordPiece tokenizer; unseen words split into known pieces."""
-    tok = Tokenizer(models.WordPiece(unk_token=UNK))
+    """A lowercase WordPiece tokenizer: every character, then whole words, most frequent first.
+
+    The vocabulary is the same for the same texts, so two builds of one dataset
+    give the same token ids (and the same files): tokenizers' own
+    WordPieceTrainer breaks ties between equally frequent merges by ids it hands
+    out in hash-map order, so its vocabulary differs from one run to the next
+    (huggingface/tokenizers#1794), and with it the model's initialisation.
+    Words beyond ``vocab_size`` are spelled from their characters (``##``
+    pieces), so any text the training split's alphabet covers can be encoded.
+    """
+    tok = Tokenizer(models.WordPiece(vocab={UNK: 0}, unk_token=UNK))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=[PAD, UNK, BOS, EOS],
-                                       show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(w for w, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text)))
+    chars = sorted({c for w in counts for c in w})
+    vocab = [PAD, UNK, BOS, EOS, *chars, *(f"##{c}" for c in chars)]
+    known = set(vocab)
+    words = sorted((w for w in counts if w not in known), key=lambda w: (-counts[w], w))
+    vocab += words[:max(0, vocab_size - len(vocab))]
+    tok.model = models.WordPiece(vocab={t: i for i, t in enumerate(vocab)}, unk_token=UNK,
+                                 max_input_chars_per_word=max(100, max(map(len, counts), default=0)))
     return tok
 
 
@@ -101,7 +118,12 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     p = p / "tokenizer.json" if p.is_dir() else p
     if not p.is_file():
         raise FileNotFoundError(f"{p}: tokenizer file not found")
-    return Tokenizer.from_file(str(p))
+    tok = Tokenizer.from_file(str(p))
+    # A pretrained model's tokenizer.json often pads (all-MiniLM-L6-v2: every text to 128 [PAD]) or
+    # truncates; a sentence here is one piece of a segment, so neither may happen.
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
 
 
 class ContextEncoder:
@@ -205,26 +227,54 @@ def examples_dataset(dataset_dir: str | Path) -> ds.Dataset:
 class _Stats:
     """What ``dataset_card.json`` and the stage summary report, counted as the examples are written."""
 
-    def __init__(self):
-        self.counts: dict[str, dict[str, int]] = {split: {} for split in SPLITS}
-        self.lengths = array("i")  # context tokens per example, for the percentiles
-        self.segments = self.linked = self.tokens = 0
+    LENGTHS = ("context_tokens", "segments", "question", "answer")  # answer: its tokens and the EOS
 
-    def add(self, split: str, row: dict, linked: int) -> None:
+    def __init__(self, max_segments: int | None):
+        self.counts: dict[str, dict[str, int]] = {split: {} for split in SPLITS}
+        self.lengths = {name: array("i") for name in self.LENGTHS}  # per example, for the percentiles
+        self.max_segments = max_segments
+        self.cut_contexts = 0  # contexts longer than max_segments, which keep their newest segments
+        self.linked = self.tokens = 0
+
+    def add(self, split: str, row: dict, linked: int, whole_segments: int) -> None:
         self.counts[split][row["task"]] = self.counts[split].get(row["task"], 0) + 1
-        self.lengths.append(row["context_tokens"])
-        self.segments += len(row["segments"])
+        for name, n in (("context_tokens", row["context_tokens"]), ("segments", len(row["segments"])),
+                        ("question", len(row["question"])), ("answer", len(row["answer_ids"]))):
+            self.lengths[name].append(n)
+        self.cut_contexts += whole_segments > len(row["segments"])
         self.linked, self.tokens = self.linked + linked, self.tokens + row["context_tokens"]
 
+    def longest(self, name: str) -> int:
+        return max(self.lengths[name], default=1) or 1
+
+    def refuse_too_long(self, corpus_path: Path, **limits: int | None) -> None:
+        """A ``CorpusError`` when a question or answer is longer than a length the config gave."""
+        for key, limit in limits.items():
+            name = key.removeprefix("max_").removesuffix("_len")
+            over = sum(n > limit for n in self.lengths[name]) if limit else 0
+            if over:
+                need = self.longest(name)
+                what = "answers longer than" if name == "answer" else "questions longer than"
+                room = limit - 1 if name == "answer" else limit  # an answer's last place is its EOS
+                raise CorpusError(f"{corpus_path}: {over} {what} {room} tokens (longest "
+                                  f"{need - (name == 'answer')}): set dataset.{key} to {need} or more, or leave "
+                                  f"it out to take it from the data")
+
     def card(self, info: dict) -> dict:
-        """What the dataset holds, for a reader who has not built it: examples per split and task, context
-        lengths (tokens) by percentile, the vocabulary, the share of context tokens linked to a KG entity,
-        and the examples' Arrow schema."""
-        ordered = sorted(self.lengths) or [0]
-        lengths = {f"p{q}": ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] for q in (50, 90, 99)}
+        """What the dataset holds, for a reader who has not built it: examples per split and task, lengths
+        (context tokens and segments, question and answer tokens) by percentile, the contexts cut to
+        ``max_segments``, the vocabulary, the share of context tokens linked to a KG entity, and the
+        examples' Arrow schema."""
+        def percentiles(values: array) -> dict:
+            ordered = sorted(values) or [0]
+            return {**{f"p{q}": ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] for q in (50, 90, 99)},
+                    "max": ordered[-1]}
+
         return {"examples": {split: sum(c.values()) for split, c in self.counts.items()},
                 "examples_per_task": {split: c for split, c in self.counts.items() if c},
-                "context_tokens": lengths | {"max": ordered[-1]},
+                "context_tokens": percentiles(self.lengths["context_tokens"]),
+                "lengths": {name: percentiles(self.lengths[name]) for name in ("segments", "question", "answer")},
+                "contexts_cut": {"max_segments": info["max_segments"], "examples": self.cut_contexts},
                 "vocab_size": info["vocab_size"], "entities": info["num_entities"],
                 "linked_token_fraction": round(self.linked / max(1, self.tokens), 4),
                 "layout": f"{EXAMPLES}/split=<split>/part-0.parquet (Hive partitioning), zstd, row groups of "
@@ -242,8 +292,8 @@ def _train_texts(corpus_path: Path, seen: list[int]) -> Iterator[str]:
 
 
 def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: Path, out_dir: Path,
-                  segment_len: int = 24, max_segments: int = 8, tokenizer: str | None = None,
-                  vocab_size: int = 2000, max_question_len: int = 24, max_answer_len: int = 8,
+                  segment_len: int = 24, max_segments: int | None = None, tokenizer: str | None = None,
+                  vocab_size: int = 2000, max_question_len: int | None = None, max_answer_len: int | None = None,
                   pack_sentences: bool = True, aliases_path: Path | None = None,
                   row_group_rows: int = ROW_GROUP_ROWS) -> dict:
     """Write the examples (``split_file`` per split), ``tokenizer.json``, ``dataset_info.json``,
@@ -253,6 +303,12 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
     The corpus and the mentions are streamed story by story (both are in the
     corpus's story order) and the examples written ``row_group_rows`` at a
     time, so memory does not grow with the corpus.
+
+    Nothing is cut silently. ``max_question_len`` and ``max_answer_len`` (answer
+    tokens + EOS) left as None are the longest in the corpus; given, a longer
+    question or answer is refused with the count and the length it needs.
+    ``max_segments`` None keeps every context whole; given, a longer context
+    keeps its newest ``max_segments`` segments, and the card counts them.
     """
     if tokenizer is None:
         seen = [0]
@@ -268,7 +324,7 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
     mentions = _mentions_per_story(mentions_path)
     pending = next(mentions, None)
 
-    stats, tasks = _Stats(), set()
+    stats, tasks = _Stats(max_segments), set()
     buffers: dict[str, list[dict]] = {split: [] for split in SPLITS}
     for split in SPLITS:
         split_file(out_dir, split).parent.mkdir(parents=True, exist_ok=True)
@@ -293,8 +349,14 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
                     sent_ids.append(ids)
                     sent_ents.append(ents)
                 for q, (question, answer, pos) in enumerate(zip(s.questions, s.answers, s.question_positions)):
-                    segs, seg_ents = segment(list(zip(sent_ids[:pos], sent_ents[:pos])), segment_len,
-                                             max_segments, pack_sentences)
+                    whole, whole_ents = segment(list(zip(sent_ids[:pos], sent_ents[:pos])), segment_len,
+                                                10**9, pack_sentences)
+                    keep = -(max_segments or len(whole) or 1)  # the newest segments
+                    segs, seg_ents = whole[keep:], whole_ents[keep:]
+                    if any(all(t == special.pad for t in seg) for seg in segs):
+                        raise CorpusError(f"{corpus_path}: story {s.story_id}, question {q}: a segment is all "
+                                          f"{PAD} after tokenising ({tokenizer or 'the trained tokenizer'}); "
+                                          f"its text gives no tokens a model could read")
                     q_ids, q_ents = encoder.encode(question, spans.get(("question", q), []))
                     a_ids = tok.encode(normalize_answer(answer), add_special_tokens=False).ids
                     if unk is not None and unk in a_ids:
@@ -304,12 +366,13 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
                     row = {
                         "example_id": f"{s.story_id}/{q}", "story_id": s.story_id, "task": s.task,
                         "segments": segs, "segment_entities": seg_ents,
-                        "question": q_ids[:max_question_len], "question_entities": q_ents[:max_question_len],
-                        "answer_ids": a_ids[:max_answer_len - 1] + [special.eos], "answer": normalize_answer(answer),
+                        "question": q_ids, "question_entities": q_ents,
+                        "answer_ids": a_ids + [special.eos], "answer": normalize_answer(answer),
                         "context_tokens": sum(len(x) for x in sent_ids[:pos]),
                         "question_type": question_type(question),
                     }
-                    stats.add(s.split, row, sum(e != NO_ENTITY for x in sent_ents[:pos] for e in x))
+                    stats.add(s.split, row, sum(e != NO_ENTITY for x in sent_ents[:pos] for e in x),
+                              whole_segments=len(whole))
                     buffers[s.split].append(row)
                     if len(buffers[s.split]) == row_group_rows:
                         flush(s.split)
@@ -319,6 +382,7 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
         for split in SPLITS:
             if buffers[split]:
                 flush(split)
+        stats.refuse_too_long(corpus_path, max_question_len=max_question_len, max_answer_len=max_answer_len)
     except BaseException:
         for w in writers.values():
             w.close()
@@ -336,19 +400,21 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
                 shutil.copy(f, out_dir / f.name)
     info = {
         "vocab_size": special.vocab_size, "pad_id": special.pad, "bos_id": special.bos, "eos_id": special.eos,
-        "segment_len": segment_len, "pack_sentences": pack_sentences, "max_segments": max_segments,
-        "max_question_len": max_question_len,
-        "max_answer_len": max_answer_len, "num_entities": len(entity_rows),
+        "segment_len": segment_len, "pack_sentences": pack_sentences,
+        "max_segments": max_segments or stats.longest("segments"),
+        "max_question_len": max_question_len or stats.longest("question"),
+        "max_answer_len": max_answer_len or stats.longest("answer"), "num_entities": len(entity_rows),
         "tasks": sorted(tasks), "row_group_rows": row_group_rows,
     }
     (out_dir / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n")
     card = stats.card(info)
     (out_dir / "dataset_card.json").write_text(json.dumps(card, indent=2) + "\n")
-    n = len(stats.lengths)
+    n = len(stats.lengths["segments"])
     return {
         **{f"{split}_examples": count for split, count in card["examples"].items()},
         "vocab_size": special.vocab_size,
-        "mean_context_tokens": round(sum(stats.lengths) / max(1, n), 1),
-        "mean_segments": round(stats.segments / max(1, n), 2),
+        "mean_context_tokens": round(sum(stats.lengths["context_tokens"]) / max(1, n), 1),
+        "mean_segments": round(sum(stats.lengths["segments"]) / max(1, n), 2),
+        "contexts_cut": stats.cut_contexts,
         "linked_token_fraction": card["linked_token_fraction"],
     }
