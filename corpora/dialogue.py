@@ -1,8 +1,10 @@
 """Reader for dialogues: JSON Lines, one dialogue per line.
 
 ``{"id": ..., "turns": [{"speaker": "user" | "assistant", "text": ...}, ...]}``
-and an optional ``"task"`` (default ``dialogue``). Every turn is one sentence,
-its speaker kept as a prefix (``user: ...``), so the model sees who said what.
+and an optional ``"task"`` (default ``dialogue``) and ``"split"`` (``train``,
+``val`` or ``test``; absent: the split the id hashes to). Every turn is one
+sentence, its speaker kept as a prefix (``user: ...``), so the model sees who
+said what.
 Each assistant turn answers the user turn just before it: that user turn is
 the question, and its context is the turns before it (the question turn is a
 sentence only for later questions). The answer must come from what was said
@@ -14,9 +16,9 @@ from pathlib import Path
 
 from corpora.jsonl import Fields, jsonl_records, type_name
 from corpora.schema import CorpusError, Story
-from corpora.splits import split_of
+from corpora.splits import SPLITS, story_split
 
-FIELDS = ("id", "turns", "task")
+FIELDS = ("id", "turns", "task", "split")
 TURN_FIELDS = ("speaker", "text")
 SPEAKERS = ("user", "assistant")
 DEFAULT_TASK = "dialogue"
@@ -24,7 +26,7 @@ DEFAULT_TASK = "dialogue"
 
 def read_dialogues(path: str | Path, *, val_fraction: float = 0.1, test_fraction: float = 0.1,
                    max_line_chars: int = 100_000) -> list[Story]:
-    """One story per dialogue, in the split its id hashes to (``corpora.splits``)."""
+    """One story per dialogue, in the split it gives or its id hashes to (``corpora.splits``)."""
     path = Path(path)
     stories: list[Story] = []
     seen: dict[str, str] = {}  # id -> the line that gave it
@@ -36,7 +38,8 @@ def read_dialogues(path: str | Path, *, val_fraction: float = 0.1, test_fraction
         if story_id in seen:
             raise rec.error("id", f"{story_id!r} is also the id of the dialogue at {seen[story_id]}")
         seen[story_id] = rec.at
-        story = Story(story_id=story_id, task=task, split=split_of(story_id, val_fraction, test_fraction))
+        split = story_split(rec.optional_choice("split", SPLITS), story_id, val_fraction, test_fraction)
+        story = Story(story_id=story_id, task=task, split=split)
         speakers: list[str] = []
         texts: list[str] = []
         for j, raw in enumerate(turns):

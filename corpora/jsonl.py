@@ -63,6 +63,10 @@ class Fields:
             raise self.error(name, f"must be {' or '.join(repr(o) for o in options)}, got {value!r}")
         return value
 
+    def optional_choice(self, name: str, options: tuple[str, ...]) -> str | None:
+        """``choice``, or None when the field is absent or null (a Parquet column's missing value)."""
+        return None if self.record.get(name) is None else self.choice(name, options)
+
     def items(self, name: str) -> list:
         """A non-empty list."""
         if name not in self.record:

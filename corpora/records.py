@@ -1,7 +1,8 @@
 """Reader for question-answer records: JSON Lines (``.jsonl``) or Parquet (``.parquet``), by the file's suffix.
 
 Each record is ``{"id", "context", "question", "answer"}`` and an optional
-``"task"`` (default ``records``). ``context`` is a string, split into sentences
+``"task"`` (default ``records``) and ``"split"`` (``train``, ``val`` or ``test``;
+absent: the split the id hashes to). ``context`` is a string, split into sentences
 by spaCy's sentencizer, or a list of strings taken as the sentences. Records
 that share an ``id`` are one story (one context, one task); its questions are
 all asked after the whole context, in file order.
@@ -16,11 +17,11 @@ import pyarrow.parquet as pq
 
 from corpora.jsonl import Fields, jsonl_records
 from corpora.schema import CorpusError, Story
-from corpora.splits import split_of
+from corpora.splits import SPLITS, story_split
 from corpora.sentences import sentencizer
 
 REQUIRED = ("id", "context", "question", "answer")
-FIELDS = REQUIRED + ("task",)
+FIELDS = REQUIRED + ("task", "split")
 DEFAULT_TASK = "records"
 
 
@@ -51,7 +52,7 @@ def parquet_records(path: Path, batch_size: int = 4096) -> Iterator[Fields]:
 
 def read_records(path: str | Path, *, val_fraction: float = 0.1, test_fraction: float = 0.1,
                  max_line_chars: int = 100_000) -> list[Story]:
-    """The stories of a records file, each in the split its id hashes to (``corpora.splits``)."""
+    """The stories of a records file, each in the split its records give or its id hashes to (``corpora.splits``)."""
     path = Path(path)
     if path.suffix == ".jsonl":
         rows = jsonl_records(path, max_line_chars)
@@ -59,28 +60,34 @@ def read_records(path: str | Path, *, val_fraction: float = 0.1, test_fraction: 
         rows = parquet_records(path)
     else:
         raise CorpusError(f"{path}: records must be a .jsonl or .parquet file (got suffix {path.suffix!r})")
-    split = sentencizer()
+    split_sentences = sentencizer()
     stories: dict[str, Story] = {}
     first: dict[str, tuple[str | list[str], str]] = {}  # id -> (its context as given, where it was first given)
+    first_split: dict[str, str | None] = {}  # id -> the split its first record gave (None: hashed)
     for rec in rows:
         rec.only(FIELDS)
         story_id = rec.text("id")
         context = rec.text_or_texts("context")
         question, answer = rec.text("question"), rec.text("answer")
         task = rec.text("task", default=DEFAULT_TASK)
+        given = rec.optional_choice("split", SPLITS)
         story = stories.get(story_id)
         if story is None:
-            sentences = context if isinstance(context, list) else split(context)
+            sentences = context if isinstance(context, list) else split_sentences(context)
             story = stories[story_id] = Story(story_id=story_id, task=task,
-                                              split=split_of(story_id, val_fraction, test_fraction),
+                                              split=story_split(given, story_id, val_fraction, test_fraction),
                                               sentences=sentences)
             first[story_id] = (context, rec.at)
+            first_split[story_id] = given
         else:
-            given, at = first[story_id]
+            given_context, at = first[story_id]
             if task != story.task:
                 raise rec.error("task", f"is {task!r}, but the record of id {story_id!r} at {at} has {story.task!r} "
                                         f"(records sharing an id are one story)")
-            if context != given and (context if isinstance(context, list) else split(context)) != story.sentences:
+            if given != first_split[story_id]:
+                raise rec.error("split", f"is {given or 'not given'!r}, but the record of id {story_id!r} at {at} has "
+                                         f"{first_split[story_id] or 'not given'!r} (records sharing an id are one story)")
+            if context != given_context and (context if isinstance(context, list) else split_sentences(context)) != story.sentences:
                 raise rec.error("context", f"differs from the context of id {story_id!r} at {at} "
                                            f"(records sharing an id are one story)")
         story.questions.append(question)

@@ -346,3 +346,42 @@ def test_ingest_writes_each_new_format(tmp_path, docs):
     assert [s.story_id for s in read_corpus(tmp_path / "records.parquet")] == ["r1", "r2"]
     assert len(read_corpus(tmp_path / "dialogue.parquet")) == 2500
     assert read_corpus(tmp_path / "documents.parquet")[0].sentences == ["Sam is in Rome."]
+
+
+# --- given splits ---------------------------------------------------------------------------------
+
+def test_given_splits_are_kept_and_the_rest_hashed(tmp_path, docs):
+    ids = [f"s{i}" for i in range(40)]
+    hashed = {i: split_of(i, 0.1, 0.1) for i in ids}
+    given = {i: "test" if hashed[i] == "train" else "train" for i in ids[:20]}  # none where the hash puts it
+    records = write_jsonl(tmp_path / "r.jsonl", [
+        {"id": i, "context": "Sam is in Rome.", "question": "Where is Sam?", "answer": "Rome",
+         **({"split": given[i]} if i in given else {})} for i in ids])
+    assert {s.story_id: s.split for s in read_records(records)} == {**hashed, **given}
+    table = pa.table({"id": ids, "context": ["Sam is in Rome."] * 40, "question": ["Where is Sam?"] * 40,
+                      "answer": ["Rome"] * 40, "split": [given.get(i) for i in ids]})  # null: hashed
+    pq.write_table(table, tmp_path / "r.parquet")
+    assert {s.story_id: s.split for s in read_records(tmp_path / "r.parquet")} == {**hashed, **given}
+
+    dialogues = write_jsonl(tmp_path / "d.jsonl", [{"id": i, "turns": OK_TURNS, **({"split": given[i]} if i in given
+                                                                                    else {})} for i in ids])
+    assert {s.story_id: s.split for s in read_dialogues(dialogues)} == {**hashed, **given}
+
+    questions = write_jsonl(tmp_path / "q.jsonl", [{"doc": "gamma", "question": "What?", "answer": "a", "split": "val"},
+                                                   {"doc": "gamma", "question": "Why?", "answer": "b", "split": "val"}])
+    assert [s.split for s in read_documents(docs, questions)] == ["val"]
+
+
+def test_a_bad_or_contradicting_split_names_the_line(tmp_path, docs):
+    rec = {"id": "s", "context": "Sam is in Rome.", "question": "Where is Sam?", "answer": "Rome"}
+    message = expect_error(read_records, write_jsonl(tmp_path / "r.jsonl", [{**rec, "split": "dev"}]))
+    assert message.endswith(":1: field 'split' must be 'train' or 'val' or 'test', got 'dev'")
+    message = expect_error(read_records, write_jsonl(tmp_path / "r.jsonl", [{**rec, "split": "train"}, rec]))
+    assert ":2: field 'split' is 'not given', but the record of id 's' at line 1 has 'train'" in message
+    message = expect_error(read_dialogues, write_jsonl(tmp_path / "d.jsonl", [{"id": "d", "turns": OK_TURNS,
+                                                                               "split": 3}]))
+    assert message.endswith(":1: field 'split' must be a string, got int")
+    questions = write_jsonl(tmp_path / "q.jsonl", [{"doc": "gamma", "question": "What?", "answer": "a", "split": "val"},
+                                                   {"doc": "gamma", "question": "Why?", "answer": "b", "split": "test"}])
+    assert "q.jsonl:2: field 'split' is 'test', but the question about 'gamma' at line 1 has 'val'" in expect_error(
+        read_documents, docs, questions)
