@@ -14,14 +14,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from pykeen.pipeline import pipeline
-from pykeen.triples import TriplesFactory
 from safetensors.torch import save_file
 
 from kg_pipeline.errors import KGInputError
 from kg_pipeline.kg_files import external_kg_files, read_external_kg, read_triples_parquet
 
-__all__ = ["KGInputError", "train_kg"]
+__all__ = ["KGInputError", "train_kg", "write_no_kg"]
 
 # below this a 3-way split leaves (almost) nothing to validate or test on
 MIN_TRIPLES = 10
@@ -56,6 +54,29 @@ def with_relation_context(emb: torch.Tensor, mapped_triples: torch.Tensor, num_r
     return torch.cat([emb, means.reshape(n, num_relations * d)], dim=1).contiguous()
 
 
+_WHAT_TO_DO = ("Give a KG of your own (kg.external_kg), or set model.kg_fusion: false to train the model "
+               "without one (the kg stage is then skipped).")
+
+
+def _too_small(triples_path: Path, external_kg: Path | None, factory, ratios, why: str) -> str:
+    """Why a random split failed, and what to do, instead of PyKEEN's own error."""
+    sources = f"{triples_path}" + (f" + {external_kg}" if external_kg is not None else "")
+    return (f"{sources}: {factory.num_triples} triples of {factory.num_entities} entities and "
+            f"{factory.num_relations} relations are too few to split {[float(r) for r in ratios]} with every "
+            f"entity in the training part ({why}). {_WHAT_TO_DO}")
+
+
+def write_no_kg(out_dir: Path, reason: str) -> dict:
+    """The kg stage's output when no KG is fused: no entities, no embeddings, and ``kg_metrics.json`` saying
+    why. The stages after it read the same files either way, so the pipeline's shape does not change."""
+    out_dir = Path(out_dir)
+    save_file({"entity_embeddings": torch.zeros(0, 1)}, str(out_dir / "entity_embeddings.safetensors"))
+    pq.write_table(ENTITY_INDEX_SCHEMA.empty_table(), out_dir / "entity_index.parquet")
+    summary = {"skipped": reason, "num_entities": 0}
+    (out_dir / "kg_metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
 def train_kg(*, triples_path: Path, out_dir: Path, model: str = "TransE",
              model_kwargs: dict | None = None, training_kwargs: dict | None = None,
              optimizer_kwargs: dict | None = None, external_kg: Path | None = None,
@@ -67,6 +88,9 @@ def train_kg(*, triples_path: Path, out_dir: Path, model: str = "TransE",
     """Train `model` on triples.parquet (+ an external KG: ``kg_files.read_external_kg``) and export
     per-entity embeddings (with ``relation_context``, each followed by its
     relation context over every triple given: ``with_relation_context``)."""
+    from pykeen.pipeline import pipeline  # here, not at the top: a run without a KG never imports PyKEEN
+    from pykeen.triples import TriplesFactory
+
     triples_path, out_dir = Path(triples_path), Path(out_dir)
     # text_triples=False: the embedding is trained on the external KG alone,
     # so facts the text states about its entities cannot pull them around.
@@ -84,7 +108,7 @@ def train_kg(*, triples_path: Path, out_dir: Path, model: str = "TransE",
     if len(triples) < MIN_TRIPLES:
         sources = f"{triples_path}" + (f" + {external_kg}" if external_kg is not None else "")
         raise KGInputError(f"{sources}: only {len(triples)} distinct triples; need at least {MIN_TRIPLES} "
-                           f"to split into train/valid/test. Add text or pass external_kg.")
+                           f"to split into train/valid/test. {_WHAT_TO_DO}")
 
     factory = TriplesFactory.from_labeled_triples(np.array(triples, dtype=str))
     given = None
@@ -105,11 +129,14 @@ def train_kg(*, triples_path: Path, out_dir: Path, model: str = "TransE",
     else:
         # PyKEEN's split moves triples into train until every entity occurs there,
         # and all parts share the full factory's entity_to_id, so every entity gets an embedding
-        train, valid, test = factory.split(list(split_ratios), random_state=seed)
+        try:
+            train, valid, test = factory.split(list(split_ratios), random_state=seed)
+        except ValueError as exc:  # PyKEEN: "Could not find a coverage of all entities and relation ..."
+            raise KGInputError(_too_small(triples_path, external_kg, factory, split_ratios, str(exc))) from None
         split_used = f"random {[float(r) for r in split_ratios]}"
     if valid.num_triples == 0 or test.num_triples == 0:
-        raise KGInputError(f"{triples_path}: split {list(split_ratios)} of {len(triples)} triples left "
-                           f"valid={valid.num_triples}, test={test.num_triples}; the KG is too small to split")
+        raise KGInputError(_too_small(triples_path, external_kg, factory, split_ratios,
+                                      f"valid={valid.num_triples}, test={test.num_triples} triples"))
 
     training_kwargs = {"use_tqdm": False, **(training_kwargs or {})}
     result = pipeline(

@@ -48,7 +48,7 @@ GRAPH: dict[str, Stage] = {s.name: s for s in (
           extra_inputs="tasks.kg:external_files"),  # the KG's entity names are found in the text
     Stage("kg", reads={"extract": ("triples.parquet",)},
           writes=("entity_embeddings.safetensors", "entity_index.parquet", "kg_metrics.json"),
-          sections=("kg",), code=("corpora", "kg_pipeline"), build="tasks.kg:build",
+          sections=("kg", "model.kg_fusion"), code=("corpora", "kg_pipeline"), build="tasks.kg:build",
           extra_inputs="tasks.kg:external_files"),
     Stage("dataset", reads={"ingest": ("corpus.parquet",), "extract": ("mentions.parquet", "entity_aliases.parquet"),
                             "kg": ("entity_index.parquet",)},

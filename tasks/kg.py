@@ -13,8 +13,13 @@ def external_files(cfg: Config) -> list[Path]:
 
 
 def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
-    """Triples (+ external KG) -> PyKEEN entity embeddings, index and metrics."""
+    """Triples (+ external KG) -> PyKEEN entity embeddings, index and metrics; none when nothing fuses them."""
     import os
+
+    if not cfg.model.kg_fusion:
+        from kg_pipeline.kg import write_no_kg
+
+        return write_no_kg(out, "model.kg_fusion is false: no KG is trained, and the model links no entities")
 
     # PyKEEN's caches (pystow) inside the run directory, not in the user's home
     os.environ["PYSTOW_HOME"] = str(cfg.run_dir / ".pystow")

@@ -36,3 +36,34 @@ def test_dialogue_corpus_trains_end_to_end_and_the_registered_model_answers(tmp_
 
     expected = Predictor(run / "train").answer([story.read_text()], ["Where do I live?"])[0]
     assert res.stdout.splitlines()[-1] == expected
+
+
+def test_without_kg_fusion_the_kg_stage_is_skipped_and_given_splits_are_kept(tmp_path):
+    # a dialogue corpus gives a KG too small for PyKEEN to split; the model does not need one
+    from tests.data.make_dialogues import write
+
+    write(tmp_path / "all.jsonl", n=120)
+    lines = (tmp_path / "all.jsonl").read_text().splitlines()
+    given = ["test" if i % 4 == 0 else "train" for i in range(len(lines))]  # not where the ids hash to
+    (tmp_path / "dialogues.jsonl").write_text("".join(
+        json.dumps({**json.loads(line), "split": split}) + "\n" for line, split in zip(lines, given)))
+    res = stmem_cli("run", "--config", str(DIALOGUE_CONFIG), "--set", f"run.root={tmp_path}",
+                    "--set", f"corpus.path={tmp_path / 'dialogues.jsonl'}", "--set", "model.kg_fusion=false",
+                    *SMALL, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = tmp_path / "dialogue"
+    kg = json.loads((run / "kg" / "kg_metrics.json").read_text())
+    assert kg["skipped"].startswith("model.kg_fusion is false") and not (run / ".pystow").exists()  # no PyKEEN
+    corpus = json.loads((run / "corpus" / "manifest.json").read_text())["summary"]
+    assert corpus["val_questions"] == 0 and corpus["test_questions"] > 0
+    card = json.loads((run / "dataset" / "dataset_card.json").read_text())
+    assert card["examples"]["test"] == corpus["test_questions"] and card["linked_token_fraction"] == 0
+    assert not (run / "train" / "entity_index.parquet").exists()  # the model carries no KG files
+    assert json.loads((run / "register" / "registration.json").read_text())["alias"] == "champion"
+
+    story = tmp_path / "dialogue.txt"
+    story.write_text("user: I live in Lisbon.\nassistant: Noted.\nuser: What a nice day.\nassistant: Indeed.\n")
+    res = stmem_cli("predict", "--config", str(DIALOGUE_CONFIG), "--set", f"run.root={tmp_path}",
+                    "--model", "models:/stmem-dialogue@champion", "--context", str(story), "--question",
+                    "Where do I live?")
+    assert res.returncode == 0, res.stderr[-3000:]

@@ -224,3 +224,27 @@ def test_early_stopping_on_the_validation_split_and_a_named_negative_sampler(tmp
                           stopper_kwargs={"frequency": 2, "patience": 1, "relative_delta": 0.5})
     # a relative improvement of 50% every 2 epochs cannot last: the stopper ends training early
     assert summary["epochs_trained"] < 60
+
+
+def test_a_graph_too_sparse_to_split_says_why_and_what_to_do(tmp_path):
+    # ten triples, each of two entities no other triple names: every triple must stay in train for its
+    # entities to get embeddings, so nothing is left to validate or test on (PyKEEN: "Could not find a
+    # coverage of all entities ...")
+    triples = _triples_parquet(tmp_path / "triples.parquet", [(f"a{i}", "r", f"b{i}") for i in range(10)])
+    with pytest.raises(KGInputError) as err:
+        train_kg(triples_path=triples, out_dir=tmp_path)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{triples}: 10 triples of 20 entities and 1 relations are "
+                                                      f"too few to split [0.8, 0.1, 0.1]")
+    assert "set model.kg_fusion: false to train the model without one" in message
+
+
+def test_no_kg_writes_empty_outputs_the_later_stages_read(tmp_path):
+    from kg_pipeline.kg import ENTITY_INDEX_SCHEMA, write_no_kg
+
+    summary = write_no_kg(tmp_path, "model.kg_fusion is false")
+    assert summary == {"skipped": "model.kg_fusion is false", "num_entities": 0}
+    assert json.loads((tmp_path / "kg_metrics.json").read_text()) == summary
+    index = pq.read_table(tmp_path / "entity_index.parquet")
+    assert index.num_rows == 0 and index.schema.equals(ENTITY_INDEX_SCHEMA)
+    assert load_file(tmp_path / "entity_embeddings.safetensors")["entity_embeddings"].shape[0] == 0
