@@ -89,6 +89,9 @@ def _print_summary(run_dir: Path, started: str) -> None:
         test = json.loads(ev.read_text())["test"]
         tasks = "  ".join(f"{t}={a:.3f}" for t, a in test["per_task"].items())
         print(f"\ntest exact-match accuracy: {test['accuracy']:.3f}  ({tasks}; n={test['n']})")
+        if "majority_baseline" in test:
+            print(f"majority-answer baseline: {test['majority_baseline']:.3f}  (the training split's most frequent "
+                  f"answer to each type of question, reading nothing)")
     reg = layout.stage_dir("register") / "registration.json"
     if reg.exists():
         r = json.loads(reg.read_text())

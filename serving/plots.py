@@ -1,5 +1,6 @@
-"""Plots of a training for its MLflow run: loss and validation accuracy by epoch, test accuracy by task
-and by how far back the answer lies."""
+"""Plots of a training for its MLflow run: loss and validation accuracy by epoch, test accuracy by task,
+by question type and (where the corpus says which sentences answer a question) by how far back the
+answer lies."""
 from __future__ import annotations
 
 import json
@@ -42,6 +43,20 @@ def training_plots(train_dir: Path, corpus_path: Path, out_dir: Path) -> list[Pa
     fig.savefig(per_task, dpi=100)
     plt.close(fig)
 
+    plots = [curves, per_task]
+    types = test.get("per_question_type", {})
+    if 1 < len(types) <= 30:  # one bar says nothing the task plot does not; more is unreadable (eval.json has it)
+        names = sorted(types)
+        fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(names) + 2), 3.5))
+        ax.bar(names, [types[t]["accuracy"] for t in names])
+        ax.set(ylabel="test exact match", title="test accuracy by question type (its first two words)",
+               ylim=(0, 1.02))
+        ax.tick_params(axis="x", rotation=45)
+        fig.tight_layout()
+        plots.append(out_dir / "accuracy_by_question_type.png")
+        fig.savefig(plots[-1], dpi=100)
+        plt.close(fig)
+
     import pyarrow.parquet as pq
 
     from corpora.schema import support_distances
@@ -50,13 +65,15 @@ def training_plots(train_dir: Path, corpus_path: Path, out_dir: Path) -> list[Pa
     hits: dict[int, list[bool]] = {}
     for row in pq.read_table(Path(train_dir) / "test_predictions.parquet").to_pylist():
         hits.setdefault(back[row["example_id"]], []).append(row["prediction"] == row["answer"])
-    ds = sorted(hits)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar([str(d) for d in ds], [sum(hits[d]) / len(hits[d]) for d in ds])
-    ax.set(xlabel="sentences from the oldest supporting fact to the question", ylabel="test exact match",
-           title="test accuracy by how far back the answer lies", ylim=(0, 1.02))
-    fig.tight_layout()
-    by_distance = out_dir / "accuracy_by_distance.png"
-    fig.savefig(by_distance, dpi=100)
-    plt.close(fig)
-    return [curves, per_task, by_distance]
+    hits.pop(0, None)  # 0: the corpus does not say which sentences answer the question
+    if hits:  # only where the distance is known (bAbI's supporting facts): never one bar at 0
+        ds = sorted(hits)
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.bar([str(d) for d in ds], [sum(hits[d]) / len(hits[d]) for d in ds])
+        ax.set(xlabel="sentences from the oldest supporting fact to the question", ylabel="test exact match",
+               title="test accuracy by how far back the answer lies", ylim=(0, 1.02))
+        fig.tight_layout()
+        plots.append(out_dir / "accuracy_by_distance.png")
+        fig.savefig(plots[-1], dpi=100)
+        plt.close(fig)
+    return plots

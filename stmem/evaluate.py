@@ -1,7 +1,8 @@
 """Exact-match evaluation, per task, as the bAbI literature reports it."""
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
+from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
@@ -48,6 +49,25 @@ def exact_match(model: MemoryQA, examples: list[dict], tokenizer: Tokenizer, *, 
     A task fails when its error is above 5%, the threshold Weston et al. use.
     """
     return score(examples, predict_answers(model, examples, tokenizer, batch_size=batch_size, device=device))
+
+
+def majority_baseline(train_split: Path, examples: list[dict]) -> float:
+    """Exact match of a guess that reads nothing: the training split's most frequent answer to questions of
+    the same task and type (its first two words), else of the task. A model's accuracy means little until
+    it is set beside this: a corpus whose answers are mostly "yes" scores well without any memory."""
+    import pyarrow.parquet as pq
+
+    train = pq.read_table(train_split, columns=["task", "question_type", "answer"]).to_pylist()
+    by_type = defaultdict(Counter)
+    by_task = defaultdict(Counter)
+    for e in train:
+        by_type[e["task"], e["question_type"]][e["answer"]] += 1
+        by_task[e["task"]][e["answer"]] += 1
+    hits = 0
+    for e in examples:
+        counts = by_type.get((e["task"], e.get("question_type"))) or by_task.get(e["task"])
+        hits += bool(counts) and counts.most_common(1)[0][0] == e["answer"]
+    return hits / max(1, len(examples))
 
 
 def score(examples: list[dict], preds: list[str]) -> dict:

@@ -36,7 +36,7 @@ from stmem.batch import collate
 from stmem.checkpoint import ENTITY_INDEX, TOKENIZER, save_checkpoint
 from stmem.config import TRAIN_SECTIONS, Config, ConfigError, TrainConfig, load_config
 from stmem.dataset import ENTITY_ALIASES, load_tokenizer
-from stmem.evaluate import exact_match, mean_loss, predict_answers, score, to_device
+from stmem.evaluate import exact_match, majority_baseline, mean_loss, predict_answers, score, to_device
 from stmem.examples import ParquetExamples, epoch_order
 from stmem.init_from import init_from_checkpoint
 from stmem.layout import SPLITS, split_file
@@ -188,7 +188,8 @@ def fit(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: Path | None = 
         return {}
     model.load_state_dict(state.best_state)
     predictions = predict_answers(model, splits["test"], tokenizer, batch_size=4 * bs, device=device)
-    summary = write_outputs(cfg, model, out_dir, splits["test"], predictions, state, ranks)
+    summary = write_outputs(cfg, model, out_dir, splits["test"], predictions, state, ranks,
+                            train_split=split_file(dataset_dir, "train"))
     ranks.barrier()
     ranks.close()
     return summary
@@ -249,10 +250,11 @@ def end_of_epoch(state: LoopState, model: MemoryQA, val: list[dict], evaluate, e
 
 
 def write_outputs(cfg: Config, model: MemoryQA, out_dir: Path, test_examples: list[dict], predictions: list[str],
-                  state: LoopState, ranks: distributed.Ranks) -> dict:
+                  state: LoopState, ranks: distributed.Ranks, train_split: Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, out_dir, spacy_model=cfg.extract.spacy_model)  # tokenizer and entity index: at the start
     test = score(test_examples, predictions)
+    test["majority_baseline"] = majority_baseline(train_split, test_examples)
     pq.write_table(pa.table({"example_id": [e["example_id"] for e in test_examples],
                              "task": [e["task"] for e in test_examples],
                              "answer": [e["answer"] for e in test_examples], "prediction": predictions}),
@@ -264,7 +266,8 @@ def write_outputs(cfg: Config, model: MemoryQA, out_dir: Path, test_examples: li
               "memory": cfg.model.memory.type, "kg_fusion": cfg.model.kg_fusion}
     (out_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / "history.json").write_text(json.dumps(state.history, indent=2) + "\n")
-    return {"test_accuracy": test["accuracy"], "per_task": test["per_task"],
+    return {"test_accuracy": test["accuracy"], "majority_baseline": test["majority_baseline"],
+            "per_task": test["per_task"],
             "per_question_type": test["per_question_type"], "best_val_accuracy": state.best,
             "epochs_run": len(state.history), "device": str(ranks.device), "train_seconds": round(state.seconds, 1),
             "history": state.history}

@@ -12,6 +12,7 @@ def _metrics(train_dir: Path, kg_dir: Path) -> dict:
     return {
         "test_accuracy": test["accuracy"], "test_mean_error": test["mean_error"],
         "test_failed_tasks": test["failed_tasks"], "best_val_accuracy": ev["best_val_accuracy"],
+        **({"test_majority_baseline": test["majority_baseline"]} if "majority_baseline" in test else {}),
         **{f"test_accuracy.{t}": a for t, a in test["per_task"].items()},
         **{f"kg.{k}": kg[k] for k in ("mrr", "hits_at_1", "hits_at_3", "hits_at_10") if k in kg},  # none: skipped
     }
