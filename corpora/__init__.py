@@ -13,6 +13,7 @@ _WHERE = {**dict.fromkeys(("CORPUS_SCHEMA", "CorpusError", "Story", "read_corpus
           "read_babi": "corpora.babi", "generate_demo": "corpora.demo", "add_distractors": "corpora.babilong",
           "generate_countries_stories": "corpora.countries", "majority_rate": "corpora.countries",
           "read_records": "corpora.records", "read_dialogues": "corpora.dialogue",
+          "read_dialog_babi": "corpora.dialog_babi",
           "read_documents": "corpora.documents", "split_of": "corpora.splits"}
 # (the ingest() entry point: ``from corpora.ingest import ingest``; a lazy name may not shadow its module)
 

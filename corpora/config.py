@@ -56,22 +56,33 @@ class CountriesConfig(GeneratedCorpusConfig):
     people_per_story: int = Field(4, ge=1, le=8)
 
 
+class DialogBabiConfig(Section):
+    # dialog bAbI (corpora/dialog_babi.py): also read tasks 1-5's tst-OOV files, as test stories of
+    # their own task label (dialog-t1-oov); task 6 has none
+    oov_test: bool = True
+
+
+# dialog bAbI task ids for corpus.tasks: t1..t6 (plain YAML, no quotes; story ids and labels use them too)
+DIALOG_BABI_TASKS = tuple(f"t{n}" for n in range(1, 7))
+
 # Users' own corpora (docs/corpora.md): one input file (or directory) split by a hash of each story's id.
 HASH_SPLIT_FORMATS = ("records", "dialogue", "documents")
 
 
 class CorpusConfig(Section):
-    format: Literal["demo", "babi", "babilong", "countries", "records", "dialogue", "documents"] = "demo"
+    format: Literal["demo", "babi", "babilong", "countries", "dialog_babi", "records", "dialogue",
+                    "documents"] = "demo"
     # babi, babilong: a directory such as ../shared/data/babi/en-10k, read with
     # `tasks`; countries: the Countries KG directory, e.g. ../shared/data/countries;
+    # dialog_babi: the dialog bAbI directory, e.g. ../shared/data/dialog-babi, read with `tasks`;
     # records: a .jsonl or .parquet file of QA records; dialogue: a .jsonl file of
     # dialogues; documents: a directory of .txt files.
     path: str | None = None
     # documents only: the .jsonl file of questions about them ({"doc", "question", "answer"})
     questions: str | None = None
-    tasks: list[str] = Field(default_factory=lambda: ["qa1"])  # babi task ids
+    tasks: list[str] = Field(default_factory=lambda: ["qa1"])  # babi task ids; dialog_babi: t1 .. t6
     # babi, babilong: held out of the train file; records, dialogue, documents: the
-    # share of story ids hashed to val (corpora/splits.py)
+    # share of story ids hashed to val (corpora/splits.py); dialog_babi: not read (its dev files are val)
     val_fraction: float = Field(0.1, gt=0, lt=1)
     # records, dialogue, documents: the share of story ids hashed to test
     # (bAbI and the generated corpora have their own test stories)
@@ -81,6 +92,7 @@ class CorpusConfig(Section):
     demo: DemoCorpusConfig = DemoCorpusConfig()
     babilong: BabilongConfig = BabilongConfig()
     countries: CountriesConfig = CountriesConfig()
+    dialog_babi: DialogBabiConfig = DialogBabiConfig()
     # Classes of words that play the same part in this corpus's stories
     # (people, places, objects). `train.swap_words` permutes each class at
     # random in every training example (stmem/transforms.py), so the model
@@ -94,7 +106,7 @@ class CorpusConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> "CorpusConfig":
-        if self.format in ("babi", "babilong", "countries") + HASH_SPLIT_FORMATS and not self.path:
+        if self.format in ("babi", "babilong", "countries", "dialog_babi") + HASH_SPLIT_FORMATS and not self.path:
             raise ValueError(f"corpus.path is required when corpus.format is '{self.format}'")
         if self.format == "documents" and not self.questions:
             raise ValueError("corpus.questions (a .jsonl file of questions) is required when corpus.format "
@@ -102,6 +114,18 @@ class CorpusConfig(Section):
         if self.format != "documents" and self.questions is not None:
             raise ValueError(f"corpus.questions is only read when corpus.format is 'documents', "
                              f"not '{self.format}'")
+        if self.format == "dialog_babi":
+            if not self.tasks:
+                raise ValueError(f"corpus.tasks is empty: name the dialog bAbI tasks to read "
+                                 f"({', '.join(DIALOG_BABI_TASKS)})")
+            for task in self.tasks:
+                if task not in DIALOG_BABI_TASKS:
+                    # the default [qa1] is a bAbI task: say so, or the error names a value nobody wrote
+                    default = "" if "tasks" in self.model_fields_set else ", and the default [qa1] is a bAbI task"
+                    raise ValueError(f"corpus.tasks: {task!r} is not a dialog bAbI task (expected "
+                                     f"{', '.join(DIALOG_BABI_TASKS)}{default})")
+            if len(set(self.tasks)) < len(self.tasks):
+                raise ValueError(f"corpus.tasks: each dialog bAbI task once, got {self.tasks}")
         if self.format in HASH_SPLIT_FORMATS and self.val_fraction + self.test_fraction >= 1:
             raise ValueError(f"corpus.val_fraction + corpus.test_fraction must be below 1 (no training "
                              f"stories otherwise), got {self.val_fraction} + {self.test_fraction}")

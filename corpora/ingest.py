@@ -8,6 +8,7 @@ from corpora.babi import read_babi
 from corpora.babilong import add_distractors
 from corpora.countries import generate_countries_stories
 from corpora.demo import generate_demo
+from corpora.dialog_babi import read_dialog_babi
 from corpora.dialogue import read_dialogues
 from corpora.documents import read_documents
 from corpora.records import read_records
@@ -20,6 +21,10 @@ def ingest(cfg: CorpusConfig, out_path: Path, *, seed: int = 0) -> dict:
         stories = generate_demo(**cfg.demo.model_dump())
     elif cfg.format == "countries":
         stories = generate_countries_stories(countries_dir=cfg.path, **cfg.countries.model_dump())
+    elif cfg.format == "dialog_babi":
+        # the files' own splits (trn, dev, tst, tst-OOV), not a hash: figures compare with the literature's
+        stories = read_dialog_babi(cfg.path, cfg.tasks, oov_test=cfg.dialog_babi.oov_test,
+                                   max_line_chars=cfg.max_line_chars)
     elif cfg.format in HASH_SPLIT_FORMATS:
         # split by a hash of each story's id, not by seed: a story keeps its split as the corpus grows
         fractions = dict(val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,

@@ -84,8 +84,8 @@ def decode_answer(tokenizer: Tokenizer, ids: list[int]) -> str:
     return normalize_answer(tokenizer.decode(ids))
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
-    """A lowercase WordPiece tokenizer: every character, then whole words, most frequent first.
+def train_tokenizer(texts: Iterable[str], vocab_size: int, spell: Iterable[str] = ()) -> Tokenizer:
+    """A lowercase WordPiece tokenizer: every character, then whole words of ``texts``, most frequent first.
 
     The vocabulary is the same for the same texts, so two builds of one dataset
     give the same token ids (and the same files): tokenizers' own
@@ -93,16 +93,20 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     out in hash-map order, so its vocabulary differs from one run to the next
     (huggingface/tokenizers#1794), and with it the model's initialisation.
     Words beyond ``vocab_size`` are spelled from their characters (``##``
-    pieces), so any text the training split's alphabet covers can be encoded.
+    pieces), so any text the alphabet covers can be encoded. ``spell``: more texts
+    whose characters (not words) join the alphabet, so that words never seen in
+    training (dialog bAbI's OOV restaurants, "beijing" with no "j" in training)
+    can still be read and generated.
     """
     tok = Tokenizer(models.WordPiece(vocab={UNK: 0}, unk_token=UNK))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    counts: Counter[str] = Counter()
-    for text in texts:
-        counts.update(w for w, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text)))
-    chars = sorted({c for w in counts for c in w})
+    def words(text: str) -> Iterator[str]:
+        return (w for w, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text)))
+
+    counts = Counter(w for text in texts for w in words(text))
+    chars = sorted({c for w in counts for c in w} | {c for text in spell for w in words(text) for c in w})
     vocab = [PAD, UNK, BOS, EOS, *chars, *(f"##{c}" for c in chars)]
     known = set(vocab)
     words = sorted((w for w in counts if w not in known), key=lambda w: (-counts[w], w))
@@ -282,11 +286,11 @@ class _Stats:
                 "schema": {f.name: str(f.type) for f in EXAMPLE_SCHEMA}}
 
 
-def _train_texts(corpus_path: Path, seen: list[int]) -> Iterator[str]:
-    """Every text of the train split, streamed; ``seen[0]`` counts the train stories."""
+def _texts(corpus_path: Path, splits: tuple[str, ...], seen: list[int]) -> Iterator[str]:
+    """Every text of the given splits, streamed; ``seen[0]`` counts their stories."""
     for stories in iter_corpus(corpus_path):
         for story in stories:
-            if story.split == "train":
+            if story.split in splits:
                 seen[0] += 1
                 yield from (*story.sentences, *story.questions, *story.answers)
 
@@ -312,7 +316,9 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
     """
     if tokenizer is None:
         seen = [0]
-        tok = train_tokenizer(_train_texts(corpus_path, seen), vocab_size)
+        # the vocabulary from the train split; the characters from every split (words, never)
+        tok = train_tokenizer(_texts(corpus_path, ("train",), seen), vocab_size,
+                              spell=_texts(corpus_path, SPLITS, [0]))
         if not seen[0]:  # a given tokenizer can encode a test-only corpus
             raise CorpusError(f"{corpus_path}: no training stories to train a tokenizer on")
     else:

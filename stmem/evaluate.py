@@ -44,7 +44,8 @@ def mean_loss(model: MemoryQA, examples: list[dict], *, batch_size: int, device:
 
 def exact_match(model: MemoryQA, examples: list[dict], tokenizer: Tokenizer, *, batch_size: int,
                 device: torch.device) -> dict:
-    """``{"accuracy", "per_task": {task: acc}, "mean_error", "failed_tasks", "n", "per_question_type"}``.
+    """``{"accuracy", "per_task": {task: acc}, "mean_error", "failed_tasks", "n", "per_question_type",
+    "per_task_story_accuracy": {task: acc}}``.
 
     A task fails when its error is above 5%, the threshold Weston et al. use.
     """
@@ -70,13 +71,26 @@ def majority_baseline(train_split: Path, examples: list[dict]) -> float:
     return hits / max(1, len(examples))
 
 
+def _story_of(example: dict, i: int) -> str:
+    """The story an example asks about: its ``story_id``, else its ``example_id`` (``<story_id>/<q>``) less the
+    question number; an example with neither is a story of its own."""
+    if example.get("story_id"):
+        return example["story_id"]
+    return example["example_id"].rsplit("/", 1)[0] if example.get("example_id") else f"#{i}"
+
+
 def score(examples: list[dict], preds: list[str]) -> dict:
-    """``exact_match``'s figures for given predictions, and accuracy per question type (its first two words)."""
+    """``exact_match``'s figures for given predictions, accuracy per question type (its first two words), and
+    per task the share of stories whose every question is answered exactly: ``per_task_story_accuracy``,
+    the dialog bAbI papers' per-dialog accuracy (a dialogue is a story), and per-story accuracy for bAbI."""
     hits: dict[str, list[bool]] = defaultdict(list)
     by_type: dict[str, list[bool]] = defaultdict(list)
-    for e, p in zip(examples, preds):
+    stories: dict[str, dict[str, bool]] = defaultdict(dict)  # task -> story -> all its questions right so far
+    for i, (e, p) in enumerate(zip(examples, preds)):
         hits[e["task"]].append(p == e["answer"])
         by_type[e.get("question_type") or "?"].append(p == e["answer"])
+        story = _story_of(e, i)
+        stories[e["task"]][story] = stories[e["task"]].get(story, True) and p == e["answer"]
     per_task = {t: sum(h) / len(h) for t, h in sorted(hits.items())}
     errors = [1 - a for a in per_task.values()]
     n = sum(len(h) for h in hits.values())
@@ -87,4 +101,5 @@ def score(examples: list[dict], preds: list[str]) -> dict:
         "failed_tasks": sum(e > 0.05 for e in errors),
         "n": n,
         "per_question_type": {t: {"accuracy": sum(h) / len(h), "n": len(h)} for t, h in sorted(by_type.items())},
+        "per_task_story_accuracy": {t: sum(ok.values()) / len(ok) for t, ok in sorted(stories.items())},
     }

@@ -70,7 +70,7 @@ def shared_data(*parts: str) -> Path:
     """A path under ../shared/data; a missing data set fails the test that needs it, never skips it silently."""
     p = SHARED_DATA.joinpath(*parts)
     if not p.exists():
-        pytest.fail(f"{p} not found: the tests read bAbI v1.2 and the Countries KG from ../shared/data")
+        pytest.fail(f"{p} not found: the tests read bAbI v1.2, dialog bAbI and the Countries KG from ../shared/data")
     return p
 
 

@@ -227,3 +227,39 @@ def test_a_pretrained_tokenizer_that_pads_gives_segments_of_tokens(tmp_path):
             assert seg and info["pad_id"] not in seg
         assert tok.decode(row["answer_ids"][:-1]) == row["answer"]
     assert len(tok.encode("Mary went to the kitchen.", add_special_tokens=False).ids) == 6
+
+
+def test_story_accuracy_needs_every_question_of_a_story_right():
+    """Per-dialog accuracy (dialog bAbI), per-story for bAbI: a story counts only if all its questions are right."""
+    from stmem.evaluate import score
+
+    def ex(example_id, task, answer):
+        return {"example_id": example_id, "story_id": example_id.rsplit("/", 1)[0], "task": task, "answer": answer}
+
+    examples = [ex("t1-tst-0/0", "dialog-t1", "a"), ex("t1-tst-0/1", "dialog-t1", "b"),
+                ex("t1-tst-1/0", "dialog-t1", "a"), ex("t1-tst-1/1", "dialog-t1", "b"),
+                ex("t1-tst-OOV-0/0", "dialog-t1-oov", "a"),
+                ex("qa1/test/0/0", "qa1", "x"), ex("qa1/test/0/1", "qa1", "y")]  # a bAbI id holds '/' itself
+    figures = score(examples, ["a", "b", "a", "wrong", "a", "x", "y"])
+    assert figures["per_task_story_accuracy"] == {"dialog-t1": 0.5, "dialog-t1-oov": 1.0, "qa1": 1.0}
+    assert figures["per_task"] == {"dialog-t1": 0.75, "dialog-t1-oov": 1.0, "qa1": 1.0}  # unchanged
+    # the story is read from the example id when the row has no story_id
+    no_story = [{k: v for k, v in e.items() if k != "story_id"} for e in examples]
+    assert score(no_story, ["a", "b", "a", "wrong", "a", "x", "wrong"])["per_task_story_accuracy"] == {
+        "dialog-t1": 0.5, "dialog-t1-oov": 1.0, "qa1": 0.0}
+    assert set(figures) == {"accuracy", "per_task", "mean_error", "failed_tasks", "n", "per_question_type",
+                            "per_task_story_accuracy"}
+
+
+def test_a_word_only_the_test_split_has_is_spelled_not_unknown(inputs):
+    # dialog bAbI's OOV test: "beijing", and no "j" in any training text
+    stories = [Story("s/train/0", "t", "train", ["Mary moved to the kitchen."], ["Where is Mary?"], ["kitchen"],
+                     [1], [[0]]),
+               Story("s/test/0", "t", "test", ["Mary moved to Beijing."], ["Where is Mary?"], ["beijing"], [1], [[0]])]
+    write_corpus(stories, inputs / "corpus.parquet")
+    pq.write_table(pq.read_table(inputs / "mentions.parquet").slice(0, 0), inputs / "mentions.parquet")
+    _build(inputs, inputs / "out")
+    tok = load_tokenizer(inputs / "out" / "tokenizer.json")
+    assert "beijing" not in tok.get_vocab() and "##j" in tok.get_vocab()
+    [row] = pq.read_table(split_file(inputs / "out", "test")).to_pylist()
+    assert decode_answer(tok, row["answer_ids"][:-1]) == "beijing"
