@@ -3,12 +3,12 @@
 Each run is one ``stmem run`` of the config in its own run directory (corpus,
 dataset and all: nothing is shared between seeds), with ``run.seed`` set and,
 for each ``--tasks`` entry, ``corpus.tasks`` set to that task alone (bAbI 1k
-single-task: one model per task). ``--memory-off`` adds the same runs with
-``model.memory={type: none}``. Prints test exact-match per task and variant
+single-task: one model per task). ``--variants`` picks ``memory`` (the config
+as it is) and ``no_memory`` (``model.memory={type: none}``). Prints test exact-match per task and variant
 (mean and min over seeds, never the best one) beside the majority-answer
 baseline, and writes JSON after every run.
 
-    python benchmarks/fresh_runs.py --config conf/demo.yaml --seeds 0 1 2 --memory-off
+    python benchmarks/fresh_runs.py --config conf/demo.yaml --seeds 0 1 2 --variants memory no_memory
     python benchmarks/fresh_runs.py --config conf/babi1k.yaml --tasks qa1 qa2 qa3 --seeds 0 1 2
 """
 from __future__ import annotations
@@ -23,6 +23,9 @@ from pathlib import Path
 
 import common
 from stmem.config import load_config
+
+
+VARIANTS = {"memory": [], "no_memory": ["model.memory={type: none}"]}  # variant -> its overrides
 
 
 def fresh_run(config: str, overrides: list[str], root: Path, name: str) -> dict:
@@ -43,11 +46,11 @@ def main() -> int:
     ap = common.parser(__doc__, config_required=True)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--tasks", nargs="+", help="one run per task (corpus.tasks=[TASK]); default: the config's")
-    ap.add_argument("--memory-off", action="store_true", help="also the same runs with model.memory={type: none}")
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=["memory"])
     ap.add_argument("--root", type=Path, default=Path("runs/fresh"), help="where the run directories go")
     args = ap.parse_args()
     base = load_config(args.config, args.overrides).run.name
-    variants = {"memory": []} | ({"no_memory": ["model.memory={type: none}"]} if args.memory_off else {})
+    variants = {v: VARIANTS[v] for v in args.variants}
     results: dict[str, dict[str, dict]] = {}
     report = {"config": args.config, "overrides": args.overrides, "seeds": args.seeds, "results": results}
     for task in args.tasks or [None]:
@@ -71,7 +74,7 @@ def main() -> int:
     for task, by_variant in results.items():
         for variant, r in by_variant.items():
             print(f"{task:12s} {variant:10s} {r['mean']:7.4f} {r['min']:7.4f} {r['max']:7.4f}")
-    if args.tasks:
+    if args.tasks and "memory" in args.variants:
         errors = [1 - r["memory"]["mean"] for r in results.values()]
         print(f"mean error over {len(errors)} tasks: {100 * statistics.mean(errors):.2f}%, "
               f"{sum(e > 0.05 for e in errors)} failed (error > 5%)")
