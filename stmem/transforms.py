@@ -67,21 +67,12 @@ class WordSwap:
     so a task keeps its own vocabulary. Each word's usual KG entity in that
     task follows it: every token linked to the old word's entity (the "the"
     of "the kitchen" too) is linked to the new one's. ``tasks``: only
-    examples of these tasks are swapped (None: all). A class word that is not one
-    token of the dataset's tokenizer (with a trained tokenizer: a word no training
-    text has) is left out and named in ``skipped``, so one list of classes serves
-    every bAbI task trained alone; a class none of whose words is a token is an
-    error (a typo, or classes meant for another corpus).
+    examples of these tasks are swapped (None: all).
     """
 
     def __init__(self, classes: list[list[str]], tokenizer: Tokenizer, train_examples: list[dict],
                  tasks: list[str] | None = None):
-        self.skipped = [w for words in classes for w in words if self._token(tokenizer, w) is None]
-        ids = [[t for t in (self._token(tokenizer, w) for w in words) if t is not None] for words in classes]
-        for i, (words, known) in enumerate(zip(classes, ids)):
-            if not known:
-                raise ValueError(f"corpus.word_classes[{i}]: none of {words} is one token of the dataset's "
-                                 f"tokenizer (only single-token words can be swapped)")
+        ids = [[self._token(tokenizer, w) for w in words] for words in classes]
         used: dict[str, set[int]] = {}  # per swapped task: the token ids its training examples use
         linked: dict[str, dict[int, Counter]] = {}  # per swapped task: token id -> its entity ids
         top_entity = 0  # the table must map every entity id a batch holds, of any task
@@ -111,9 +102,12 @@ class WordSwap:
                 self.entity_of[task][t] = counts.most_common(1)[0][0]
 
     @staticmethod
-    def _token(tokenizer: Tokenizer, word: str) -> int | None:
+    def _token(tokenizer: Tokenizer, word: str) -> int:
         enc = tokenizer.encode(word, add_special_tokens=False)
-        return enc.ids[0] if len(enc.ids) == 1 and enc.ids[0] != tokenizer.token_to_id(UNK) else None
+        if len(enc.ids) != 1 or enc.ids[0] == tokenizer.token_to_id(UNK):
+            raise ValueError(f"corpus.word_classes: {word!r} is not one token of the dataset's tokenizer "
+                             f"(it reads {enc.tokens}); only single-token words can be swapped")
+        return enc.ids[0]
 
     def __call__(self, batch: Batch, *, tasks: list[str], epoch: int) -> Batch:
         B = len(tasks)
@@ -141,9 +135,6 @@ def build_transforms(cfg: Config, tokenizer: Tokenizer, train_examples: list[dic
         out.append(SegmentCurriculum(tc.segment_curriculum))
     if tc.swap_words:
         out.append(WordSwap(cfg.corpus.word_classes, tokenizer, train_examples, cfg.corpus.word_class_tasks))
-        if out[-1].skipped:
-            print(f"swap_words: {len(out[-1].skipped)} word(s) of corpus.word_classes are not one token of this "
-                  f"dataset and are not swapped: {', '.join(out[-1].skipped)}", flush=True)
     if tc.entity_word_dropout:
         unk_id = tokenizer.token_to_id(UNK)
         if unk_id is None:
