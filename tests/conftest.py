@@ -79,16 +79,17 @@ def babi_dir() -> Path:
     return shared_data("babi", "en")
 
 
-def make_dataset(d: Path, tokenizer: str | None = None, row_group_rows: int = 4096) -> Path:
+def make_dataset(d: Path, tokenizer: str | None = None, row_group_rows: int = 4096, stories: list | None = None) -> Path:
     """A tiny demo dataset in d/ds: 60 training examples of a few segments, no entities.
 
     ``tokenizer``: a pretrained tokenizer directory; None trains a WordPiece on the stories.
+    ``stories``: other stories instead of the demo's.
     """
     from corpora import generate_demo, write_corpus
     from stmem.dataset import build_dataset
 
-    write_corpus(generate_demo(train_stories=30, val_stories=4, test_stories=6, sentences_per_story=10,
-                               questions_per_story=2, seed=3), d / "corpus.parquet")
+    write_corpus(stories or generate_demo(train_stories=30, val_stories=4, test_stories=6, sentences_per_story=10,
+                                          questions_per_story=2, seed=3), d / "corpus.parquet")
     empty = pa.array([], pa.string())
     pq.write_table(pa.table({"story_id": empty, "source": empty, "index": pa.array([], pa.int32()),
                              "start": pa.array([], pa.int32()), "end": pa.array([], pa.int32()), "entity": empty}),

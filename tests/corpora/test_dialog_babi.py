@@ -9,6 +9,7 @@ from corpora.dialog_babi import parse_dialog_file
 from corpora.ingest import ingest
 from stmem.config import ConfigError, load_config
 from tests.conftest import shared_data
+from tests.corpora.test_readers import expect_error
 
 
 @pytest.fixture(scope="module")
@@ -19,14 +20,6 @@ def dialog_dir() -> Path:
 @pytest.fixture(scope="module")
 def task1(dialog_dir):
     return read_dialog_babi(dialog_dir, ["t1"])
-
-
-def expect_error(fn, *args, **kwargs) -> str:
-    with pytest.raises(CorpusError) as err:
-        fn(*args, **kwargs)
-    message = str(err.value)
-    assert "\n" not in message  # one line
-    return message
 
 
 def test_task1_files_keep_their_splits_and_the_oov_test_its_own_label(task1):

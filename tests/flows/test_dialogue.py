@@ -9,6 +9,15 @@ SMALL = ["--set", "train.epochs=1", "--set", "train.num_threads=1", "--set", "tr
          "--set", "kg.training_kwargs={num_epochs: 2, batch_size: 64}"]
 
 
+def ask_where_i_live(tmp_path):
+    """``stmem predict`` of the run's champion on a short dialogue: (the dialogue's file, the result)."""
+    story = tmp_path / "dialogue.txt"
+    story.write_text("user: I live in Lisbon.\nassistant: Noted.\nuser: What a nice day.\nassistant: Indeed.\n")
+    return story, stmem_cli("predict", "--config", str(DIALOGUE_CONFIG), "--set", f"run.root={tmp_path}",
+                            "--model", "models:/stmem-dialogue@champion", "--context", str(story), "--question",
+                            "Where do I live?")
+
+
 def test_dialogue_corpus_trains_end_to_end_and_the_registered_model_answers(tmp_path):
     from tests.data.make_dialogues import write
 
@@ -25,11 +34,7 @@ def test_dialogue_corpus_trains_end_to_end_and_the_registered_model_answers(tmp_
     registration = json.loads((run / "register" / "registration.json").read_text())
     assert registration["alias"] == "champion"
 
-    story = tmp_path / "dialogue.txt"
-    story.write_text("user: I live in Lisbon.\nassistant: Noted.\nuser: What a nice day.\nassistant: Indeed.\n")
-    res = stmem_cli("predict", "--config", str(DIALOGUE_CONFIG), "--set", f"run.root={tmp_path}",
-                    "--model", "models:/stmem-dialogue@champion", "--context", str(story), "--question",
-                    "Where do I live?")
+    story, res = ask_where_i_live(tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     # the registered model answers as the trained checkpoint does (one epoch of a small model: maybe "")
     from serving.inference import Predictor
@@ -61,9 +66,5 @@ def test_without_kg_fusion_the_kg_stage_is_skipped_and_given_splits_are_kept(tmp
     assert not (run / "train" / "entity_index.parquet").exists()  # the model carries no KG files
     assert json.loads((run / "register" / "registration.json").read_text())["alias"] == "champion"
 
-    story = tmp_path / "dialogue.txt"
-    story.write_text("user: I live in Lisbon.\nassistant: Noted.\nuser: What a nice day.\nassistant: Indeed.\n")
-    res = stmem_cli("predict", "--config", str(DIALOGUE_CONFIG), "--set", f"run.root={tmp_path}",
-                    "--model", "models:/stmem-dialogue@champion", "--context", str(story), "--question",
-                    "Where do I live?")
+    story, res = ask_where_i_live(tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]

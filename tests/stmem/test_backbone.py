@@ -11,29 +11,17 @@ from stmem.dataset import load_tokenizer
 from stmem.evaluate import predict_answers
 from stmem.model import MemoryQA, Vocab
 from stmem.train import fit, load_examples
-from tests.conftest import tiny_config
+from tests.conftest import make_dataset, tiny_config
 from stmem.layout import split_file
 
 
 def _recent_facts_dataset(d, tokenizer: str):
     """A task a pretrained encoder learns in a few epochs: every question asks about the last sentence."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from corpora import generate_demo
 
-    from corpora import generate_demo, write_corpus
-    from stmem.dataset import build_dataset
-
-    write_corpus(generate_demo(train_stories=40, val_stories=5, test_stories=10, sentences_per_story=4,
-                               questions_per_story=2, recent_fraction=1.0, seed=3), d / "corpus.parquet")
-    empty = pa.array([], pa.string())
-    pq.write_table(pa.table({"story_id": empty, "source": empty, "index": pa.array([], pa.int32()),
-                             "start": pa.array([], pa.int32()), "end": pa.array([], pa.int32()), "entity": empty}),
-                   d / "mentions.parquet")
-    pq.write_table(pa.table({"entity": empty, "row": pa.array([], pa.int32())}), d / "entity_index.parquet")
-    (d / "ds").mkdir()
-    build_dataset(corpus_path=d / "corpus.parquet", mentions_path=d / "mentions.parquet",
-                  entity_index_path=d / "entity_index.parquet", out_dir=d / "ds", segment_len=12, tokenizer=tokenizer)
-    return d / "ds"
+    return make_dataset(d, tokenizer=tokenizer, stories=generate_demo(
+        train_stories=40, val_stories=5, test_stories=10, sentences_per_story=4, questions_per_story=2,
+        recent_fraction=1.0, seed=3))
 
 
 def test_minilm_encoder_starts_from_its_weights_learns_and_reloads_without_its_directory(tmp_path):
