@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 from corpora.schema import CorpusError, iter_corpus
 from stmem.layout import EXAMPLES, SPLITS, split_file
@@ -102,6 +102,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, spell: Iterable[str] 
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
+
     def words(text: str) -> Iterator[str]:
         return (w for w, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text)))
 
@@ -109,8 +110,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, spell: Iterable[str] 
     chars = sorted({c for w in counts for c in w} | {c for text in spell for w in words(text) for c in w})
     vocab = [PAD, UNK, BOS, EOS, *chars, *(f"##{c}" for c in chars)]
     known = set(vocab)
-    words = sorted((w for w in counts if w not in known), key=lambda w: (-counts[w], w))
-    vocab += words[:max(0, vocab_size - len(vocab))]
+    ranked = sorted((w for w in counts if w not in known), key=lambda w: (-counts[w], w))
+    vocab += ranked[:max(0, vocab_size - len(vocab))]
     tok.model = models.WordPiece(vocab={t: i for i, t in enumerate(vocab)}, unk_token=UNK,
                                  max_input_chars_per_word=max(100, max(map(len, counts), default=0)))
     return tok
@@ -171,7 +172,7 @@ class ContextEncoder:
         return ids, ents
 
 
-def segment(sentences: list[tuple[list[int], list[int]]], segment_len: int, max_segments: int,
+def segment(sentences: list[tuple[list[int], list[int]]], segment_len: int, max_segments: int | None = None,
             pack: bool = True) -> tuple[list[list[int]], list[list[int]]]:
     """Pack whole sentences, newest first, into segments of at most ``segment_len`` tokens.
 
@@ -179,8 +180,9 @@ def segment(sentences: list[tuple[list[int], list[int]]], segment_len: int, max_
     A fact is never cut in two across segments (binding its halves through
     the memory is needlessly hard); only a sentence longer than a segment is
     split, end-aligned. ``pack=False`` gives every sentence its own segment.
-    Returns the newest ``max_segments`` segments, oldest first.
+    Returns the newest ``max_segments`` segments (None: all), oldest first.
     """
+    cap = max_segments if max_segments is not None else float("inf")
     segs: list[tuple[list[int], list[int]]] = []
     cur_ids: list[int] = []
     cur_ents: list[int] = []
@@ -195,9 +197,9 @@ def segment(sentences: list[tuple[list[int], list[int]]], segment_len: int, max_
             segs.append((cur_ids, cur_ents))
             cur_ids, cur_ents = [], []
         cur_ids, cur_ents = ids + cur_ids, ents + cur_ents
-        if len(segs) >= max_segments:
+        if len(segs) >= cap:
             break
-    if cur_ids and len(segs) < max_segments:
+    if cur_ids and len(segs) < cap:
         segs.append((cur_ids, cur_ents))
     segs = [s for s in segs if s[0]][:max_segments]
     return [s[0] for s in reversed(segs)], [s[1] for s in reversed(segs)]
@@ -233,10 +235,9 @@ class _Stats:
 
     LENGTHS = ("context_tokens", "segments", "question", "answer")  # answer: its tokens and the EOS
 
-    def __init__(self, max_segments: int | None):
+    def __init__(self):
         self.counts: dict[str, dict[str, int]] = {split: {} for split in SPLITS}
         self.lengths = {name: array("i") for name in self.LENGTHS}  # per example, for the percentiles
-        self.max_segments = max_segments
         self.cut_contexts = 0  # contexts longer than max_segments, which keep their newest segments
         self.linked = self.tokens = 0
 
@@ -316,9 +317,9 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
     """
     if tokenizer is None:
         seen = [0]
-        # the vocabulary from the train split; the characters from every split (words, never)
+        # the vocabulary from the train split; the characters of the other splits too (words, never)
         tok = train_tokenizer(_texts(corpus_path, ("train",), seen), vocab_size,
-                              spell=_texts(corpus_path, SPLITS, [0]))
+                              spell=_texts(corpus_path, tuple(s for s in SPLITS if s != "train"), [0]))
         if not seen[0]:  # a given tokenizer can encode a test-only corpus
             raise CorpusError(f"{corpus_path}: no training stories to train a tokenizer on")
     else:
@@ -330,7 +331,7 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
     mentions = _mentions_per_story(mentions_path)
     pending = next(mentions, None)
 
-    stats, tasks = _Stats(max_segments), set()
+    stats, tasks = _Stats(), set()
     buffers: dict[str, list[dict]] = {split: [] for split in SPLITS}
     for split in SPLITS:
         split_file(out_dir, split).parent.mkdir(parents=True, exist_ok=True)
@@ -352,17 +353,17 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
                 sent_ids, sent_ents = [], []
                 for i, text in enumerate(s.sentences):
                     ids, ents = encoder.encode(text, spans.get(("sentence", i), []))
+                    if ids and all(t == special.pad for t in ids):
+                        raise CorpusError(f"{corpus_path}: story {s.story_id}, sentence {i}: all {PAD} after "
+                                          f"tokenising ({tokenizer or 'the trained tokenizer'}); its text gives "
+                                          f"no tokens a model could read")
                     sent_ids.append(ids)
                     sent_ents.append(ents)
                 for q, (question, answer, pos) in enumerate(zip(s.questions, s.answers, s.question_positions)):
                     whole, whole_ents = segment(list(zip(sent_ids[:pos], sent_ents[:pos])), segment_len,
-                                                10**9, pack_sentences)
-                    keep = -(max_segments or len(whole) or 1)  # the newest segments
-                    segs, seg_ents = whole[keep:], whole_ents[keep:]
-                    if any(all(t == special.pad for t in seg) for seg in segs):
-                        raise CorpusError(f"{corpus_path}: story {s.story_id}, question {q}: a segment is all "
-                                          f"{PAD} after tokenising ({tokenizer or 'the trained tokenizer'}); "
-                                          f"its text gives no tokens a model could read")
+                                                pack=pack_sentences)
+                    segs, seg_ents = (whole[-max_segments:], whole_ents[-max_segments:]) if max_segments \
+                        else (whole, whole_ents)  # the newest segments; the card counts those cut
                     q_ids, q_ents = encoder.encode(question, spans.get(("question", q), []))
                     a_ids = tok.encode(normalize_answer(answer), add_special_tokens=False).ids
                     if unk is not None and unk in a_ids:

