@@ -65,7 +65,9 @@ class Predictor:
                                  self.model.vocab.pack_sentences)
         q_ids, q_ents = self.encoder.encode(question, mentions[-1])
         n = self.model.vocab.max_question_len
-        return {"segments": segs, "segment_entities": seg_ents, "question": q_ids[:n], "question_entities": q_ents[:n]}
+        if len(q_ids) > n:  # cutting it would answer another question
+            raise ValueError(f"question is {len(q_ids)} tokens, this model reads at most {n}")
+        return {"segments": segs, "segment_entities": seg_ents, "question": q_ids, "question_entities": q_ents}
 
     def answer(self, contexts: list[str], questions: list[str], batch_size: int = 64) -> list[str]:
         return self.predict(contexts, questions, batch_size)[0]
@@ -75,7 +77,12 @@ class Predictor:
         """The answers, and for each the probability the model gives it (``MemoryQA.generate_scored``)."""
         if len(contexts) != len(questions):
             raise ValueError("contexts and questions differ in length")
-        examples = [self.encode(c, q) for c, q in zip(contexts, questions)]
+        examples = []
+        for row, (c, q) in enumerate(zip(contexts, questions)):
+            try:
+                examples.append(self.encode(c, q))
+            except ValueError as e:
+                raise ValueError(f"row {row}: {e}") from None
         answers: list[str] = []
         scores: list[float] = []
         for i in range(0, len(examples), batch_size):

@@ -133,6 +133,16 @@ def test_served_answers_are_the_evaluated_ones(run_dir):
     assert Predictor(run_dir / "train").max_segments == 6  # tests/tiny.yaml's dataset.max_segments
 
 
+def test_predictor_refuses_a_question_longer_than_the_model_reads(run_dir):
+    """Never cut: a question cut to max_question_len would be another question, answered confidently."""
+    contexts, questions, _ = _test_questions(run_dir)
+    predictor = Predictor(run_dir / "train")
+    n = predictor.model.vocab.max_question_len
+    long_question = " ".join(["where"] * (n + 1)) + " ?"
+    with pytest.raises(ValueError, match=rf"^row 1: question is \d+ tokens, this model reads at most {n}$"):
+        predictor.predict(contexts[:2], [questions[0], long_question])
+
+
 @pytest.mark.slow
 def test_stmem_serve_answers_as_predict_and_the_evaluation(run_dir, tmp_path):
     """`stmem serve` on the tiny run's champion: the test split's evaluated answers in all three request
