@@ -1,8 +1,10 @@
 """Reader for question-answer records: JSON Lines (``.jsonl``) or Parquet (``.parquet``), by the file's suffix.
 
 Each record is ``{"id", "context", "question", "answer"}`` and an optional
-``"task"`` (default ``records``) and ``"split"`` (``train``, ``val`` or ``test``;
-absent: the split the id hashes to). ``context`` is a string, split into sentences
+``"task"`` (default ``records``), ``"split"`` (``train``, ``val`` or ``test``;
+absent: the split the id hashes to) and ``"supporting"`` (the indices, from 0,
+of the context sentences that answer the question; what accuracy by distance
+is drawn from). ``context`` is a string, split into sentences
 by spaCy's sentencizer, or a list of strings taken as the sentences. Records
 that share an ``id`` are one story (one context, one task); its questions are
 all asked after the whole context, in file order.
@@ -21,7 +23,7 @@ from corpora.splits import SPLITS, story_split
 from corpora.sentences import sentencizer
 
 REQUIRED = ("id", "context", "question", "answer")
-FIELDS = REQUIRED + ("task", "split")
+FIELDS = REQUIRED + ("task", "split", "supporting")
 DEFAULT_TASK = "records"
 
 
@@ -93,5 +95,22 @@ def read_records(path: str | Path, *, val_fraction: float = 0.1, test_fraction: 
         story.questions.append(question)
         story.answers.append(answer)
         story.question_positions.append(len(story.sentences))
-        story.supporting.append([])
+        story.supporting.append(_supporting(rec, len(story.sentences)))
     return list(stories.values())
+
+
+def _supporting(rec: Fields, n_sentences: int) -> list[int]:
+    """The optional ``supporting`` field: distinct sentence indices in [0, n_sentences); [] when absent or null."""
+    value = rec.record.get("supporting")
+    if value is None:
+        return []
+    if not isinstance(value, list) or not value:
+        raise rec.error("supporting", f"must be a non-empty list of sentence indices, got {value!r}")
+    for i in value:
+        # bool is an int in Python; a true/false here is a mistake, not sentence 1 or 0
+        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n_sentences:
+            raise rec.error("supporting", f"has {i!r}: a sentence index must be an integer from 0 to "
+                                          f"{n_sentences - 1} (the context has {n_sentences} sentences)")
+    if len(set(value)) != len(value):
+        raise rec.error("supporting", f"repeats a sentence index: {value!r}")
+    return sorted(value)

@@ -117,11 +117,36 @@ GOOD = {"id": "a", "context": "Mary went home.", "question": "Where is Mary?", "
     ({**GOOD, "anwser": "home"}, "unknown field 'anwser'"),
     ({**GOOD, "context": "Mary went to the hall."}, "field 'context' differs from the context of id 'a' at line 1"),
     ({**GOOD, "task": "other"}, "field 'task' is 'other', but the record of id 'a' at line 1 has 'records'"),
+    ({**GOOD, "supporting": [1]}, "field 'supporting' has 1: a sentence index must be an integer from 0 to 0 "
+                                  "(the context has 1 sentences)"),
+    ({**GOOD, "supporting": [True]}, "field 'supporting' has True"),
+    ({**GOOD, "supporting": "0"}, "field 'supporting' must be a non-empty list of sentence indices, got '0'"),
+    ({**GOOD, "supporting": []}, "field 'supporting' must be a non-empty list"),
 ])
 def test_bad_record_names_file_and_line(tmp_path, line3, words):
     path = write_jsonl(tmp_path / "qa.jsonl", [GOOD, {**GOOD, "id": "b"}, line3])
     message = expect_error(read_records, path)
     assert message.startswith(f"{path}:3: ") and words in message
+
+
+def test_supporting_sentences_give_the_distance_back(tmp_path):
+    """What accuracy by distance is drawn from: a records question says which sentences answer it."""
+    from corpora.schema import support_distances
+
+    context = ["Mary went to the kitchen.", "John moved to the hall.", "Sandra sat down."]
+    rows = [{"id": "s1", "context": context, "question": "Where is Mary?", "answer": "kitchen", "supporting": [0]},
+            {"id": "s1", "context": context, "question": "Where is John?", "answer": "hall", "supporting": [1, 0]},
+            {"id": "s1", "context": context, "question": "Who sat?", "answer": "Sandra"}]
+    (story,) = read_records(write_jsonl(tmp_path / "qa.jsonl", rows))
+    assert story.supporting == [[0], [0, 1], []]
+    path = tmp_path / "qa.parquet"  # a list<int> column, null where a record gives none
+    pq.write_table(pa.Table.from_pylist([{**r, "supporting": r.get("supporting")} for r in rows]), path)
+    (from_parquet,) = read_records(path)
+    assert from_parquet.supporting == story.supporting
+    table = pa.Table.from_pylist([{"story_id": "s1", "question_positions": story.question_positions,
+                                   "supporting": story.supporting}])
+    pq.write_table(table, tmp_path / "corpus.parquet")
+    assert support_distances(tmp_path / "corpus.parquet") == {"s1/0": 3, "s1/1": 3, "s1/2": 0}
 
 
 def test_question_of_wrong_type_message(tmp_path):
