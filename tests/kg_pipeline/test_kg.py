@@ -1,9 +1,11 @@
 """Stage 2 with real PyKEEN on the real Countries KG (read in place, never copied)."""
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -49,6 +51,55 @@ def test_read_triples_tsv_bad_line_names_file_and_line(tmp_path, text, lineno):
     path.write_text(text)
     with pytest.raises(KGInputError, match=f"{path}:{lineno}:"):
         read_triples_tsv(path)
+
+
+def test_dialog_babi_kb_files_are_triples():
+    """dialog bAbI's KBs as an external KG: '1 <entity> R_<relation><TAB or space><value>' lines."""
+    from kg_pipeline.kg_files import read_external_kg
+
+    for name, n, first in [("dialog-babi-kb-all.txt", 8400, ("resto_seoul_cheap_korean_1stars", "R_cuisine", "korean")),
+                           ("dialog-babi-task6-dstc2-kb.txt", None, ("frankie_and_bennys", "R_post_code",
+                                                                     "frankie_and_bennys_post_code"))]:
+        path = shared_data("dialog-babi", name)
+        triples = read_external_kg(path)
+        assert triples[0] == first and all(r.startswith("R_") for _, r, _ in triples)
+        assert n is None or len(triples) == n
+
+
+def test_a_bad_line_in_a_dialog_kb_names_it(tmp_path):
+    path = tmp_path / "kb.txt"
+    path.write_text("1 resto_a R_cuisine\tthai\n1 resto_a R_price cheap\nresto_a\tR_x\tb\n")
+    with pytest.raises(KGInputError, match=rf"^{path}:3: expected a dialog bAbI KB line"):
+        read_triples_tsv(path)
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"head,relation,tail\n", "no triples"),
+    (b"head,relation,tail\na,r,b\nc,r,\xff\xfe\n", "not UTF-8"),
+    (b"head,relation,tail\na,r,b\nc,r,d\x00e\n", ":3: a NUL byte in a field"),
+    (b"head,relation,tail\na,r,\"" + b"x" * 140_000 + b"\"\n", ":2: not a readable CSV line: field larger than field limit"),
+])
+def test_a_bad_csv_kg_is_one_line_naming_the_file(tmp_path, content, words):
+    from kg_pipeline.kg_files import read_external_kg
+
+    path = tmp_path / "kg.csv"
+    path.write_bytes(content)
+    with pytest.raises(KGInputError, match=re.escape(str(path))) as e:
+        read_external_kg(path)
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_junk_or_empty_parquet_kg_is_refused(tmp_path):
+    from kg_pipeline.kg_files import read_external_kg
+
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"PAR1 not really")
+    with pytest.raises(KGInputError, match=rf"^{junk}: not a readable Parquet file"):
+        read_external_kg(junk)
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({c: pa.array([], pa.string()) for c in ("head", "relation", "tail")}), empty)
+    with pytest.raises(KGInputError, match=rf"^{empty}: no triples$"):
+        read_external_kg(empty)
 
 
 def test_read_triples_tsv_empty_and_missing(tmp_path):
