@@ -20,10 +20,12 @@ def text_lines(path: Path, max_line_chars: int):
     naming the file, the line and (for a bad byte) its offset in the file."""
     offset = 0
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
+        # readline with a limit: a file with no newline is refused after max_line_chars + 1 bytes,
+        # not after reading gigabytes into one line
+        for lineno, raw in enumerate(iter(lambda: f.readline(max_line_chars + 1), b""), start=1):
             if len(raw) > max_line_chars:
-                raise CorpusError(f"{path}:{lineno}: line of {len(raw):,} bytes, over the limit of "
-                                  f"{max_line_chars:,} (corpus.max_line_chars)")
+                raise CorpusError(f"{path}:{lineno}: line over the limit of {max_line_chars:,} bytes "
+                                  f"(corpus.max_line_chars)")
             try:
                 yield lineno, raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as exc:

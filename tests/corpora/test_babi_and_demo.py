@@ -98,4 +98,20 @@ def test_line_over_the_limit_is_refused_at_ingestion(tmp_path):
     f.write_bytes(b"1 Mary went to the kitchen.\n1 " + b"word " * 30 + b"\n")
     with pytest.raises(CorpusError) as err:
         parse_babi_file(f, "qa1", "train", max_line_chars=100)
-    assert str(err.value) == f"{f}:2: line of 153 bytes, over the limit of 100 (corpus.max_line_chars)"
+    assert str(err.value) == f"{f}:2: line over the limit of 100 bytes (corpus.max_line_chars)"
+
+
+def test_a_file_with_no_newline_is_refused_without_reading_it_whole(tmp_path):
+    """The limit is checked while reading: 20 MB with no newline costs ~max_line_chars of memory, not 20 MB."""
+    import tracemalloc
+
+    f = tmp_path / "qa1_x_train.txt"
+    f.write_bytes(b"1 " + b"x" * 20_000_000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorpusError, match=r":1: line over the limit of 100,000 bytes"):
+            parse_babi_file(f, "qa1", "train")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000, peak

@@ -172,7 +172,7 @@ def test_records_bad_bytes_and_long_lines_name_the_line(tmp_path):
     assert expect_error(read_records, path) == f"{path}:2: not UTF-8 (byte 0xff at offset {offset} in the file)"
     write_jsonl(path, [GOOD, {**GOOD, "context": "word " * 40}])
     message = expect_error(read_records, path, max_line_chars=150)
-    assert message.startswith(f"{path}:2: line of ") and "corpus.max_line_chars" in message
+    assert message.startswith(f"{path}:2: line over the limit of ") and "corpus.max_line_chars" in message
 
 
 @pytest.mark.parametrize("table, words", [
