@@ -319,7 +319,7 @@ def register_model(*, checkpoint_dir: Path, tracking_uri: str, experiment: str, 
                 warnings.filterwarnings("ignore", message=".*type hints to the `predict` method")
                 info = _log_pyfunc(ckpt, code_paths, input_example, fusion, config)
     with registry_lock(tracking_uri):
-        # Under the lock a pending version is one whose registration died (the lock goes with its process).
+        # Under the lock, a pending version of a local store is one whose registration died (see registry_lock).
         _create_registered_model(client, model_name)
         # Phase 1: the version and its figures in one call, so it is never seen without them.
         mv = client.create_model_version(model_name, info.model_uri, run_id=run_id, description=description,
@@ -342,17 +342,10 @@ def _recover_run(client, name: str, run_id: str, figures: dict, min_improvement:
 
     A pending version with other figures holding an alias was decided before the crash: it is completed.
     One holding none is removed (never promoted, nothing points at it)."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        versions = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise
     found = None
-    for v in sorted(versions, key=lambda v: int(v.version)):
-        mv = client.get_model_version(name, v.version)  # search results carry no aliases
+    hits = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    for hit in sorted(hits, key=lambda h: int(h.version)):
+        mv = client.get_model_version(name, hit.version)  # search results carry no aliases
         same = all(mv.tags.get(k) == v for k, v in figures.items())
         if same and found is None:
             found = mv

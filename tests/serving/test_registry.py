@@ -1,4 +1,5 @@
-"""Registering checkpoints in a real MLflow store (sqlite), loading and serving them."""
+"""Registering checkpoints in a real MLflow store (sqlite), loading and serving them; crash-safe registration,
+promotion, rollback and the registry lock."""
 from __future__ import annotations
 
 import json
@@ -179,6 +180,10 @@ def test_register_with_tracking_server(tmp_path, checkpoint):
         result = register_model(checkpoint_dir=checkpoint, tracking_uri=uri, experiment="srv", model_name="srv-qa",
                                 metric="exact_match", params={"a": 1}, metrics={"exact_match": 0.4})
         assert result["alias"] == "champion" and result["version"] == 1
+        again = register_model(checkpoint_dir=checkpoint, tracking_uri=uri, experiment="srv", model_name="srv-qa",
+                               metric="exact_match", params={"a": 1}, metrics={"exact_match": 0.4},
+                               run_id=result["run_id"])
+        assert again["version"] == 1 and "already registered" in again["reason"]  # found through the REST API
         client = MlflowClient(uri, registry_uri=uri)
         assert int(client.get_model_version_by_alias("srv-qa", "champion").version) == 1
         assert any((tmp_path / "art").rglob("model.safetensors"))  # proxied to the server's artifact store
@@ -304,7 +309,8 @@ def test_registration_interrupted_after_the_version_is_created_is_completed_neve
 
     def register(run_id, value):
         return register_model(checkpoint_dir=checkpoint, tracking_uri=uri, experiment="crash", model_name=name,
-                              metric="acc", params={}, metrics={"acc": value}, run_id=run_id, test_set="A")
+                              metric="acc", params={}, metrics={"acc": value}, run_id=run_id, test_set="A",
+                              description=f"card {value}")
 
     def killed_after(method):
         real = getattr(MlflowClient, method)
@@ -325,8 +331,8 @@ def test_registration_interrupted_after_the_version_is_created_is_completed_neve
     monkeypatch.undo()
     v1 = client.get_model_version(name, "1")
     # created with its figures in one call; pending, no alias
-    assert (v1.tags[REGISTRATION_TAG], v1.tags["metric_value"], v1.tags["test_set"], v1.aliases) == (
-        "pending", "0.5", "A", [])
+    assert (v1.tags[REGISTRATION_TAG], v1.tags["metric_value"], v1.tags["test_set"], v1.description, v1.aliases) == (
+        "pending", "0.5", "A", "card 0.5", [])
     with pytest.raises(PromotionRefused, match="version 1 is not a complete registration .*pending"):
         promote(client, name, 1, force=True)
     # the same run registered again completes version 1 instead of registering a duplicate, and again returns it
@@ -417,14 +423,26 @@ def test_champion_moves_wait_for_the_registry_lock(ladder, tmp_path, monkeypatch
     from stmem.artifacts import RunInUseError
 
     client = _ladder_copy(ladder, tmp_path / "reg")
-    assert registry._lock_path(client.tracking_uri) == tmp_path / "reg" / "mlflow.db.lock"  # beside the store
-    monkeypatch.setattr(registry, "LOCK_TIMEOUT_S", 0)  # held: give up at once instead of waiting
-    with registry.registry_lock(client.tracking_uri):  # another move in progress
-        for move in (lambda: registry.promote(client, LADDER, 4, force=True), lambda: registry.rollback(client, LADDER)):
-            with pytest.raises(RunInUseError, match=f"locked by pid {os.getpid()}"):
+    lock = tmp_path / "reg" / "mlflow.db.lock"  # beside the store
+    # another process in the middle of a move: it holds the lock, as registry_lock does, until its stdin closes
+    # (a bare flock: importing serving.registry there would cost seconds)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys\n"
+         f"fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)\nfcntl.flock(fd, fcntl.LOCK_EX)\n"
+         "os.ftruncate(fd, 0)\nos.write(fd, f'pid {os.getpid()}'.encode())\nprint('held', flush=True)\n"
+         "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(registry, "LOCK_TIMEOUT_S", 0)  # give up at once instead of waiting
+        for move in (lambda: registry.promote(client, LADDER, 4, force=True),
+                     lambda: registry.rollback(client, LADDER)):
+            with pytest.raises(RunInUseError, match=f"the model registry is locked by pid {holder.pid} "):
                 move()
-    assert _champion(client) == "3"
-    assert registry.rollback(client, LADDER)["to"] == "2"  # released
+        assert _champion(client) == "3"
+    finally:
+        holder.communicate(timeout=60)
+    assert holder.returncode == 0
+    assert registry.rollback(client, LADDER)["to"] == "2"  # released with its process
 
 
 def test_cli_promote_and_rollback(ladder, tmp_path, monkeypatch, capsys):
