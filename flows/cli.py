@@ -59,8 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     _config_args(sv)
     pm = sub.add_parser("promote", help="make VERSION of the config's registered model the champion")
     pm.add_argument("version", type=int)
+    pm.add_argument("--force", action="store_true",
+                    help="promote it even if it is worse than the champion or measured on another test set")
     _config_args(pm)
-    _config_args(sub.add_parser("rollback", help="move champion back to the version it last replaced"))
+    _config_args(sub.add_parser("rollback", help="move champion back to the champion before it"))
     pr = sub.add_parser("predict", help="answer a question with a registered model")
     pr.add_argument("--model", required=True, help="MLflow model URI, e.g. models:/stmem-demo@champion")
     pr.add_argument("--context", required=True, type=Path, help="text file, one sentence per line")
@@ -160,7 +162,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _move_alias(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
-    from serving.registry import move_champion, rollback
+    from serving.registry import promote, rollback
 
     uri = _store_uri(cfg)
     from mlflow import MlflowClient
@@ -168,10 +170,13 @@ def _move_alias(args: argparse.Namespace) -> int:
 
     client, name = MlflowClient(uri, registry_uri=uri), cfg.register.model_name
     try:
-        move = (move_champion(client, name, args.version, "promoted by hand") if args.command == "promote"
+        move = (promote(client, name, args.version, force=args.force) if args.command == "promote"
                 else rollback(client, name))
     except MlflowException as exc:
         raise ValueError(f"{name}: {str(exc).splitlines()[0]}") from None
+    if move is None:
+        print(f"{name}: version {args.version} is already the champion; nothing changed or recorded")
+        return 0
     print(f"{name}: champion is version {move['to']} (was {move['from']}): {move['reason']}")
     return 0
 

@@ -8,24 +8,41 @@ registered version always serves with the code it was registered with.
 
 Aliases: every new version gets ``challenger``; it becomes ``champion`` when
 there is no champion yet, or when its metric beats the champion's by more
-than ``register.min_improvement`` on the same test set. Every move of
-``champion`` is recorded as a version tag; ``rollback`` follows them back.
-Each version's description is its model card (``serving.model_card``).
+than ``register.min_improvement`` on the same test set. Each version's
+description is its model card (``serving.model_card``).
+
+Registration is two-phase, so a crash leaves nothing that can be promoted:
+the version is created with all its figures in one call and the tag
+``stmem.registration=pending``; the aliases are then decided and the tag set
+to ``complete``. Only complete versions are promoted. The next registration
+of the same MLflow run completes (or removes) what a crash left and never
+creates a second version of that run.
+
+Champion moves (registration, ``promote``, ``rollback``) hold
+``registry_lock``. The champions in order are the registered-model tag
+``stmem.champion_history``, which ``rollback`` walks back; each move is also
+recorded as a tag of the version it moved to.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import importlib.metadata
 import json
 import logging
 import math
+import os
 import re
 import shutil
 import tempfile
+import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
-from serving.errors import RegistrationRefused
+from serving.errors import PromotionRefused, RegistrationRefused
+from stmem.artifacts import RunInUseError
 from stmem.checkpoint import CONFIG, ENTITY_INDEX, TOKENIZER, WEIGHTS
 from stmem.dataset import ENTITY_ALIASES
 
@@ -34,6 +51,11 @@ log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
 TEST_SET_TAG = "test_set"  # version tag: the digest of the test split its metric was measured on
 MOVE_TAG = "champion_move"  # version tags champion_move.<ns>: each move of the alias to it, from where and why
+REGISTRATION_TAG = "stmem.registration"  # version tag: "pending" from creation until its aliases are decided
+PENDING, COMPLETE = "pending", "complete"
+HISTORY_TAG = "stmem.champion_history"  # registered-model tag: JSON list of the champions' versions, oldest first
+HISTORY_KEPT = 100  # rollback reaches this many champions back
+LOCK_TIMEOUT_S = 60.0  # a champion move takes milliseconds; a lock held this long is a stuck process
 
 
 def verify_checkpoint(checkpoint_dir: Path, test_split: Path) -> float:
@@ -70,7 +92,7 @@ _MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 _METRIC_KEY_BAD = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
-def _log_pyfunc(ckpt: Path, code_paths: list[str], input_example, fusion: bool, config: dict, model_name: str):
+def _log_pyfunc(ckpt: Path, code_paths: list[str], input_example, fusion: bool, config: dict):
     import mlflow
 
     return mlflow.pyfunc.log_model(
@@ -81,7 +103,6 @@ def _log_pyfunc(ckpt: Path, code_paths: list[str], input_example, fusion: bool, 
         signature=_signature(),
         input_example=input_example,
         pip_requirements=_requirements(fusion, config.get("spacy_model")),
-        registered_model_name=model_name,
     )
 
 
@@ -234,8 +255,13 @@ def register_model(*, checkpoint_dir: Path, tracking_uri: str, experiment: str, 
     compared), else ``challenger``; every champion move is a version tag.
     ``description``: the version's model card (``serving.model_card``).
 
+    A ``run_id`` that already has a version of ``model_name`` with these
+    figures gets that version back (completed first if a crash interrupted
+    its registration); nothing is logged again.
+
     Returns ``{"run_id", "model_uri", "version", "alias", "champion_version",
-    "metric", "reason"}``. Not atomic across concurrent registrations of one model.
+    "metric", "reason"}``; ``alias`` is ``"none"`` for a version returned
+    again that has since lost its alias.
     """
     import mlflow
     import pandas as pd
@@ -254,6 +280,12 @@ def register_model(*, checkpoint_dir: Path, tracking_uri: str, experiment: str, 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    figures = {"metric": metric, "metric_value": repr(value), **({TEST_SET_TAG: test_set} if test_set else {})}
+    if run_id:
+        with registry_lock(tracking_uri):
+            done = _recover_run(client, model_name, run_id, figures, min_improvement)
+        if done is not None:
+            return done
     experiment_id = _get_or_create_experiment(client, experiment, artifact_root)
     input_example = pd.DataFrame([_INPUT_EXAMPLE])
 
@@ -285,29 +317,82 @@ def register_model(*, checkpoint_dir: Path, tracking_uri: str, experiment: str, 
             with warnings.catch_warnings():
                 # The signature below does the validation that type hints would.
                 warnings.filterwarnings("ignore", message=".*type hints to the `predict` method")
-                info = _log_pyfunc(ckpt, code_paths, input_example, fusion, config, model_name)
-    version = str(info.registered_model_version)
-    if description:
-        client.update_model_version(model_name, version, description=description)
-    client.set_model_version_tag(model_name, version, "metric", metric)
-    client.set_model_version_tag(model_name, version, "metric_value", repr(value))
-    if test_set:
-        client.set_model_version_tag(model_name, version, TEST_SET_TAG, test_set)
-    promote, reason = _beats_champion(client, model_name, metric, value, test_set, min_improvement)
-    if promote:
-        move_champion(client, model_name, version, reason)
-        stale = _alias_version(client, model_name, CHALLENGER)
-        if stale is not None and int(stale.version) < int(version):  # older than the new champion
-            client.delete_registered_model_alias(model_name, CHALLENGER)
+                info = _log_pyfunc(ckpt, code_paths, input_example, fusion, config)
+    with registry_lock(tracking_uri):
+        # Under the lock, a pending version of a local store is one whose registration died (see registry_lock).
+        _create_registered_model(client, model_name)
+        # Phase 1: the version and its figures in one call, so it is never seen without them.
+        mv = client.create_model_version(model_name, info.model_uri, run_id=run_id, description=description,
+                                         tags={**figures, REGISTRATION_TAG: PENDING}, model_id=info.model_id)
+        return _complete(client, model_name, str(mv.version), run_id, min_improvement)
+
+
+def _create_registered_model(client, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+
+
+def _recover_run(client, name: str, run_id: str, figures: dict, min_improvement: float) -> dict | None:
+    """The result for ``run_id``'s version with these figures if it has one; completes or removes its leftovers.
+
+    A pending version with other figures holding an alias was decided before the crash: it is completed.
+    One holding none is removed (never promoted, nothing points at it)."""
+    found = None
+    hits = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    for hit in sorted(hits, key=lambda h: int(h.version)):
+        mv = client.get_model_version(name, hit.version)  # search results carry no aliases
+        same = all(mv.tags.get(k) == v for k, v in figures.items())
+        if same and found is None:
+            found = mv
+        elif mv.tags.get(REGISTRATION_TAG) == PENDING:
+            if mv.aliases:
+                _complete(client, name, str(mv.version), run_id, min_improvement)
+            else:
+                log.warning("%s: removing version %s, an interrupted registration of run %s", name, mv.version,
+                            run_id)
+                client.delete_model_version(name, mv.version)
+    if found is None:
+        return None
+    if found.tags.get(REGISTRATION_TAG) == PENDING:
+        log.warning("%s: completing version %s, an interrupted registration of run %s", name, found.version, run_id)
+        return _complete(client, name, str(found.version), run_id, min_improvement)
+    return _result(client, name, found, run_id, f"run {run_id} is already registered as version {found.version}")
+
+
+def _complete(client, name: str, version: str, run_id: str | None, min_improvement: float) -> dict:
+    """Phase 2, under ``registry_lock``: decide the aliases of ``version``, then mark it complete."""
+    mv = client.get_model_version(name, version)
+    metric, value = mv.tags["metric"], float(mv.tags["metric_value"])
+    if mv.aliases:  # a crash came after the alias move: the decision is made
+        reason = f"completed an interrupted registration (alias {', '.join(mv.aliases)})"
     else:
-        client.set_registered_model_alias(model_name, CHALLENGER, version)
-        client.set_model_version_tag(model_name, version, "challenger_reason", reason)
-    champion_version = _alias_version(client, model_name, CHAMPION).version
-    log.info("registered %s version %s (%s=%s) as %s: %s", model_name, version, metric, value,
-             CHAMPION if promote else CHALLENGER, reason)
-    return {"run_id": run_id, "model_uri": f"models:/{model_name}/{version}", "version": int(version),
-            "alias": CHAMPION if promote else CHALLENGER, "champion_version": int(champion_version),
-            "metric": value, "reason": reason}
+        promote, reason = _beats_champion(client, name, metric, value, mv.tags.get(TEST_SET_TAG), min_improvement)
+        if promote:
+            stale = _alias_version(client, name, CHALLENGER)
+            if stale is not None and int(stale.version) < int(version):  # older than the new champion
+                client.delete_registered_model_alias(name, CHALLENGER)
+            _move(client, name, mv, reason)
+        else:
+            client.set_model_version_tag(name, version, "challenger_reason", reason)
+            client.set_registered_model_alias(name, CHALLENGER, version)
+    client.set_model_version_tag(name, version, REGISTRATION_TAG, COMPLETE)
+    mv = client.get_model_version(name, version)
+    log.info("registered %s version %s (%s=%s) as %s: %s", name, version, metric, value,
+             " and ".join(mv.aliases) or "neither alias", reason)
+    return _result(client, name, mv, run_id, reason)
+
+
+def _result(client, name: str, mv, run_id: str | None, reason: str) -> dict:
+    champion = _alias_version(client, name, CHAMPION)
+    alias = CHAMPION if CHAMPION in mv.aliases else CHALLENGER if CHALLENGER in mv.aliases else "none"
+    return {"run_id": run_id or mv.run_id, "model_uri": f"models:/{name}/{mv.version}", "version": int(mv.version),
+            "alias": alias, "champion_version": int(champion.version) if champion else None,
+            "metric": float(mv.tags["metric_value"]), "reason": reason}
 
 
 def _beats_champion(client, name: str, metric: str, value: float, test_set: str | None,
@@ -328,28 +413,138 @@ def _beats_champion(client, name: str, metric: str, value: float, test_set: str 
                                 f"{best:.4f} by more than {min_improvement:g}")
 
 
-def move_champion(client, name: str, version: str | int, reason: str) -> dict:
-    """Point alias ``champion`` at ``version`` and record the move as a tag of that version."""
-    import time
+def _lock_path(tracking_uri: str) -> Path:
+    """Beside a local SQLite store; for a tracking server, one file per server URI in the temp directory
+    (MLflow's REST API has no lock: this serialises the moves made from this machine only)."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(f"{tracking_uri[len('sqlite:///'):]}.lock")
+    return Path(tempfile.gettempdir()) / f"stmem-registry-{hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]}.lock"
 
-    version = str(version)
-    new = client.get_model_version(name, version)  # an unknown version fails here, before anything moves
+
+@contextlib.contextmanager
+def registry_lock(tracking_uri: str) -> Iterator[None]:
+    """Hold the registry of ``tracking_uri`` for one champion move; waits up to ``LOCK_TIMEOUT_S`` for another.
+
+    An OS lock (flock) like the run directory's: it goes with its process, so a killed move leaves no stale
+    lock. Not re-entrant: the public functions take it, the helpers under them do not.
+    """
+    path = _lock_path(tracking_uri)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+                    raise RunInUseError(f"{path}: the model registry is locked by {holder} (waited "
+                                        f"{LOCK_TIMEOUT_S:g} s); try again when it has finished") from None
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _history(client, name: str, champion) -> list[str]:
+    """The champions' versions, oldest first, ending with the current champion.
+
+    The alias moves before the history is written (promotion) or after (rollback): a move cut between the
+    two, or an alias moved outside stmem, leaves a history not ending with the champion; the champion is
+    then appended, which completes an interrupted promotion and undoes an interrupted rollback."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        history = [str(v) for v in json.loads(client.get_registered_model(name).tags.get(HISTORY_TAG, "[]"))]
+    except (MlflowException, ValueError, TypeError):  # no such model yet, or a tag edited by hand: start afresh
+        history = []
+    if champion is not None and history[-1:] != [str(champion.version)]:
+        history.append(str(champion.version))
+    return history
+
+
+def _write_history(client, name: str, history: list[str]) -> None:
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[-HISTORY_KEPT:]))
+
+
+def _move(client, name: str, new, reason: str, history: list[str] | None = None) -> dict:
+    """Point ``champion`` at version ``new``, record the move as its tag, and write ``history`` (default:
+    the current one plus ``new``). Under ``registry_lock``."""
     old = _alias_version(client, name, CHAMPION)
+    version = str(new.version)
     record = {"from": str(old.version) if old else None, "to": version, "reason": reason,
               "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "metric": new.tags.get("metric"),
               "from_value": old.tags.get("metric_value") if old else None, "to_value": new.tags.get("metric_value")}
-    client.set_registered_model_alias(name, CHAMPION, version)
+    if history is None:  # a promotion: the alias first, so a crash before the history is healed by _history
+        history = _history(client, name, old) + [version]
+        client.set_registered_model_alias(name, CHAMPION, version)
+        _write_history(client, name, history)
+    else:  # a rollback: the history first, so a crash before the alias leaves the rollback undone
+        _write_history(client, name, history)
+        client.set_registered_model_alias(name, CHAMPION, version)
     client.set_model_version_tag(name, version, f"{MOVE_TAG}.{time.time_ns()}", json.dumps(record))
     return record
 
 
+def promote(client, name: str, version: str | int, *, force: bool = False,
+            reason: str = "promoted by hand") -> dict | None:
+    """Make ``version`` the champion; None when it already is (nothing is recorded).
+
+    Refused (``PromotionRefused``) for a version whose registration is not complete, and, unless ``force``,
+    for one measured on another (or an unknown) test set or with another metric than the champion, or worse.
+    """
+    with registry_lock(client.tracking_uri):
+        new = client.get_model_version(name, str(version))  # an unknown version fails here, before anything moves
+        state = new.tags.get(REGISTRATION_TAG)
+        if state != COMPLETE:
+            raise PromotionRefused(
+                f"{name}: version {new.version} is not a complete registration ({REGISTRATION_TAG}: "
+                f"{state or 'absent'}); it is never promoted: register its run again to complete it")
+        old = _alias_version(client, name, CHAMPION)
+        if old is not None and str(old.version) == str(new.version):
+            return None
+        if old is not None and not force:
+            _check_comparable(name, old, new)
+        return _move(client, name, new, reason + (" (--force)" if force and old is not None else ""))
+
+
+def _check_comparable(name: str, old, new) -> None:
+    """``PromotionRefused`` unless ``new`` was measured like ``old`` (test set and metric) and is not worse."""
+    force = "not promoted (--force to promote it anyway)"
+    sets = new.tags.get(TEST_SET_TAG), old.tags.get(TEST_SET_TAG)
+    if sets[0] is None or sets[0] != sets[1]:
+        raise PromotionRefused(
+            f"{name}: version {new.version} was measured on test set {sets[0] or '(none recorded)'}, champion "
+            f"version {old.version} on {sets[1] or '(none recorded)'}; {force}")
+    metrics = new.tags.get("metric"), old.tags.get("metric")
+    if metrics[0] != metrics[1] or "metric_value" not in old.tags:
+        raise PromotionRefused(f"{name}: version {new.version} is measured by {metrics[0]}, champion version "
+                               f"{old.version} by {metrics[1] or '(none recorded)'}; {force}")
+    mine, best = float(new.tags["metric_value"]), float(old.tags["metric_value"])
+    if mine < best:
+        raise PromotionRefused(f"{name}: version {new.version}'s {metrics[0]} {mine:.4f} is worse than champion "
+                               f"version {old.version}'s {best:.4f}; {force}")
+
+
 def rollback(client, name: str) -> dict:
-    """Move ``champion`` back to the version it replaced most recently."""
-    champion = _alias_version(client, name, CHAMPION)
-    if champion is None:
-        raise ValueError(f"{name}: no champion to roll back")
-    moves = sorted((k, v) for k, v in champion.tags.items() if k.startswith(f"{MOVE_TAG}."))
-    previous = json.loads(moves[-1][1])["from"] if moves else None
-    if previous is None:
-        raise ValueError(f"{name}: champion version {champion.version} replaced no earlier champion")
-    return move_champion(client, name, previous, f"rollback from version {champion.version}")
+    """Move ``champion`` back to the champion before it in the history (versions deleted since are skipped)."""
+    from mlflow.exceptions import MlflowException
+
+    with registry_lock(client.tracking_uri):
+        champion = _alias_version(client, name, CHAMPION)
+        if champion is None:
+            raise PromotionRefused(f"{name}: no champion to roll back")
+        history = _history(client, name, champion)[:-1]
+        while history:
+            try:
+                previous = client.get_model_version(name, history[-1])
+                break
+            except MlflowException:
+                log.warning("%s: version %s, an earlier champion, no longer exists; skipped", name, history[-1])
+                history.pop()
+        else:
+            raise PromotionRefused(f"{name}: no earlier champion than version {champion.version} to roll back to")
+        return _move(client, name, previous, f"rollback from version {champion.version}", history=history)

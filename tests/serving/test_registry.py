@@ -1,4 +1,5 @@
-"""Registering checkpoints in a real MLflow store (sqlite), loading and serving them."""
+"""Registering checkpoints in a real MLflow store (sqlite), loading and serving them; crash-safe registration,
+promotion, rollback and the registry lock."""
 from __future__ import annotations
 
 import json
@@ -179,6 +180,10 @@ def test_register_with_tracking_server(tmp_path, checkpoint):
         result = register_model(checkpoint_dir=checkpoint, tracking_uri=uri, experiment="srv", model_name="srv-qa",
                                 metric="exact_match", params={"a": 1}, metrics={"exact_match": 0.4})
         assert result["alias"] == "champion" and result["version"] == 1
+        again = register_model(checkpoint_dir=checkpoint, tracking_uri=uri, experiment="srv", model_name="srv-qa",
+                               metric="exact_match", params={"a": 1}, metrics={"exact_match": 0.4},
+                               run_id=result["run_id"])
+        assert again["version"] == 1 and "already registered" in again["reason"]  # found through the REST API
         client = MlflowClient(uri, registry_uri=uri)
         assert int(client.get_model_version_by_alias("srv-qa", "champion").version) == 1
         assert any((tmp_path / "art").rglob("model.safetensors"))  # proxied to the server's artifact store
@@ -242,3 +247,223 @@ def test_champion_moves_only_on_the_same_test_set_and_rolls_back(tmp_path, check
     [back] = [json.loads(v) for k, v in client.get_model_version(name, "1").tags.items()
               if k.startswith(MOVE_TAG) and json.loads(v)["from"] == "5"]
     assert back["reason"] == "rollback from version 5"
+
+
+LADDER = "stmem-ladder"
+
+
+@pytest.fixture(scope="module")
+def ladder(tmp_path_factory, checkpoint) -> Path:
+    """A store where LADDER's versions 1, 2, 3 (acc 0.5, 0.6, 0.7 on test set A) each became champion in turn,
+    version 4 (0.4 on A) and 5 (0.9 on B) are challengers. Each test copies it (the moves change it)."""
+    from serving.registry import default_tracking_uri, register_model
+
+    d = tmp_path_factory.mktemp("ladder")
+    for value, test_set in [(0.5, "A"), (0.6, "A"), (0.7, "A"), (0.4, "A"), (0.9, "B")]:
+        register_model(checkpoint_dir=checkpoint, tracking_uri=default_tracking_uri(d), experiment="ladder",
+                       model_name=LADDER, metric="acc", params={}, metrics={"acc": value},
+                       artifact_root=d / "mlartifacts", test_set=test_set)
+    return d / "mlflow.db"
+
+
+def _ladder_copy(ladder: Path, run_dir: Path):
+    """A client on a copy of the ladder store in ``run_dir`` (``<run.root>/<run.name>`` for the CLI)."""
+    import shutil
+
+    from mlflow import MlflowClient
+
+    from serving.registry import default_tracking_uri
+
+    run_dir.mkdir(parents=True)
+    shutil.copy(ladder, run_dir / "mlflow.db")
+    uri = default_tracking_uri(run_dir)
+    return MlflowClient(uri, registry_uri=uri)
+
+
+def _champion(client, name=LADDER) -> str:
+    return str(client.get_model_version_by_alias(name, "champion").version)
+
+
+def _moves(client, version: str, name=LADDER) -> list[dict]:
+    from serving.registry import MOVE_TAG
+
+    return [json.loads(v) for k, v in sorted(client.get_model_version(name, version).tags.items())
+            if k.startswith(MOVE_TAG)]
+
+
+class Killed(BaseException):
+    """The process dying at this point: nothing after it runs, no `except Exception` sees it."""
+
+
+def test_registration_interrupted_after_the_version_is_created_is_completed_never_duplicated(
+        tmp_path, checkpoint, monkeypatch):
+    from mlflow import MlflowClient
+
+    from serving.errors import PromotionRefused
+    from serving.registry import REGISTRATION_TAG, default_tracking_uri, promote, register_model
+
+    uri = default_tracking_uri(tmp_path)
+    client = MlflowClient(uri, registry_uri=uri)
+    name = "stmem-crash"
+    exp = client.create_experiment("crash", artifact_location=(tmp_path / "mlartifacts").as_uri())
+
+    def register(run_id, value):
+        return register_model(checkpoint_dir=checkpoint, tracking_uri=uri, experiment="crash", model_name=name,
+                              metric="acc", params={}, metrics={"acc": value}, run_id=run_id, test_set="A",
+                              description=f"card {value}")
+
+    def killed_after(method):
+        real = getattr(MlflowClient, method)
+
+        def call(self, *args, **kwargs):
+            real(self, *args, **kwargs)
+            raise Killed
+        monkeypatch.setattr(MlflowClient, method, call)
+
+    def versions():
+        return sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+
+    # 1. killed right after MLflow created the version
+    run1 = client.create_run(exp).info.run_id
+    killed_after("create_model_version")
+    with pytest.raises(Killed):
+        register(run1, 0.5)
+    monkeypatch.undo()
+    v1 = client.get_model_version(name, "1")
+    # created with its figures in one call; pending, no alias
+    assert (v1.tags[REGISTRATION_TAG], v1.tags["metric_value"], v1.tags["test_set"], v1.description, v1.aliases) == (
+        "pending", "0.5", "A", "card 0.5", [])
+    with pytest.raises(PromotionRefused, match="version 1 is not a complete registration .*pending"):
+        promote(client, name, 1, force=True)
+    # the same run registered again completes version 1 instead of registering a duplicate, and again returns it
+    r = register(run1, 0.5)
+    assert (r["version"], r["alias"], r["champion_version"]) == (1, "champion", 1)
+    assert client.get_model_version(name, "1").tags[REGISTRATION_TAG] == "complete"
+    r = register(run1, 0.5)
+    assert (r["version"], r["alias"]) == (1, "champion") and "already registered as version 1" in r["reason"]
+    assert versions() == [1]
+
+    # 2. killed after the champion alias moved, before the version was marked complete: completed as decided
+    run2 = client.create_run(exp).info.run_id
+    real_tag = MlflowClient.set_model_version_tag
+
+    def tag_unless_completion(self, name, version, key, value):
+        if key == REGISTRATION_TAG:
+            raise Killed
+        return real_tag(self, name, version, key, value)
+    monkeypatch.setattr(MlflowClient, "set_model_version_tag", tag_unless_completion)
+    with pytest.raises(Killed):
+        register(run2, 0.8)
+    monkeypatch.undo()
+    assert _champion(client, name) == "2" and client.get_model_version(name, "2").tags[REGISTRATION_TAG] == "pending"
+    r = register(run2, 0.8)
+    assert (r["version"], r["alias"]) == (2, "champion") and "interrupted" in r["reason"]
+    assert client.get_model_version(name, "2").tags[REGISTRATION_TAG] == "complete"
+    assert [m["to"] for m in _moves(client, "2", name)] == ["2"]  # moved once
+    assert versions() == [1, 2]
+
+    # 3. a leftover of the run measured otherwise, holding no alias, is removed, not left for promotion
+    run3 = client.create_run(exp).info.run_id
+    killed_after("create_model_version")
+    with pytest.raises(Killed):
+        register(run3, 0.3)
+    monkeypatch.undo()
+    r = register(run3, 0.35)
+    assert (r["version"], r["alias"]) == (4, "challenger")
+    assert versions() == [1, 2, 4]
+
+
+def test_promote_refuses_a_worse_version_or_another_test_set_unless_forced(ladder, tmp_path):
+    from serving.errors import PromotionRefused
+    from serving.registry import promote
+
+    client = _ladder_copy(ladder, tmp_path / "reg")
+    assert _champion(client) == "3"
+    with pytest.raises(PromotionRefused) as e:
+        promote(client, LADDER, 5)
+    assert str(e.value) == (f"{LADDER}: version 5 was measured on test set B, champion version 3 on A; not promoted "
+                            "(--force to promote it anyway)")
+    with pytest.raises(PromotionRefused) as e:
+        promote(client, LADDER, 4)
+    assert str(e.value) == (f"{LADDER}: version 4's acc 0.4000 is worse than champion version 3's 0.7000; "
+                            "not promoted (--force to promote it anyway)")
+    assert _champion(client) == "3" and len(_moves(client, "4")) == len(_moves(client, "5")) == 0
+    move = promote(client, LADDER, 4, force=True)
+    assert (move["from"], move["to"], move["reason"]) == ("3", "4", "promoted by hand (--force)")
+    assert _champion(client) == "4"
+
+
+def test_rollback_walks_back_through_the_champions(ladder, tmp_path):
+    from serving.errors import PromotionRefused
+    from serving.registry import promote, rollback
+
+    client = _ladder_copy(ladder, tmp_path / "reg")  # champions 1, 2, 3 in turn
+    assert rollback(client, LADDER)["to"] == "2"
+    assert rollback(client, LADDER)["to"] == "1"
+    with pytest.raises(PromotionRefused, match="^stmem-ladder: no earlier champion than version 1 to roll back to$"):
+        rollback(client, LADDER)
+    assert _champion(client) == "1"
+    # a promotion after rollbacks starts a new step on top: rollback returns to where it came from
+    promote(client, LADDER, 3)
+    assert rollback(client, LADDER)["to"] == "1"
+
+
+def test_promoting_the_champion_changes_and_records_nothing(ladder, tmp_path):
+    from serving.registry import HISTORY_TAG, promote, rollback
+
+    client = _ladder_copy(ladder, tmp_path / "reg")
+    before = client.get_model_version(LADDER, "3").tags, client.get_registered_model(LADDER).tags[HISTORY_TAG]
+    assert promote(client, LADDER, 3) is None
+    assert (client.get_model_version(LADDER, "3").tags, client.get_registered_model(LADDER).tags[HISTORY_TAG]) == before
+    assert rollback(client, LADDER)["to"] == "2"  # a real move back, not 3 -> 3
+
+
+def test_champion_moves_wait_for_the_registry_lock(ladder, tmp_path, monkeypatch):
+    import serving.registry as registry
+    from stmem.artifacts import RunInUseError
+
+    client = _ladder_copy(ladder, tmp_path / "reg")
+    lock = tmp_path / "reg" / "mlflow.db.lock"  # beside the store
+    # another process in the middle of a move: it holds the lock, as registry_lock does, until its stdin closes
+    # (a bare flock: importing serving.registry there would cost seconds)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys\n"
+         f"fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)\nfcntl.flock(fd, fcntl.LOCK_EX)\n"
+         "os.ftruncate(fd, 0)\nos.write(fd, f'pid {os.getpid()}'.encode())\nprint('held', flush=True)\n"
+         "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(registry, "LOCK_TIMEOUT_S", 0)  # give up at once instead of waiting
+        for move in (lambda: registry.promote(client, LADDER, 4, force=True),
+                     lambda: registry.rollback(client, LADDER)):
+            with pytest.raises(RunInUseError, match=f"the model registry is locked by pid {holder.pid} "):
+                move()
+        assert _champion(client) == "3"
+    finally:
+        holder.communicate(timeout=60)
+    assert holder.returncode == 0
+    assert registry.rollback(client, LADDER)["to"] == "2"  # released with its process
+
+
+def test_cli_promote_and_rollback(ladder, tmp_path, monkeypatch, capsys):
+    import flows.cli as cli
+
+    monkeypatch.setattr(cli, "_ENV_TRACKING_URI", None)  # this process's registrations set it; a user's shell did not
+    client = _ladder_copy(ladder, tmp_path / "reg")
+    where = ["--set", f"run.root={tmp_path}", "--set", "run.name=reg", "--set", f"register.model_name={LADDER}"]
+
+    def stmem(*args):
+        code = cli.main([*args, *where])
+        out, err = capsys.readouterr()
+        return code, out.strip(), err.strip()
+
+    code, out, err = stmem("promote", "5")
+    assert (code, out) == (2, "") and err == (f"stmem: error: {LADDER}: version 5 was measured on test set B, champion "
+                                              "version 3 on A; not promoted (--force to promote it anyway)")
+    assert stmem("promote", "3") == (0, f"{LADDER}: version 3 is already the champion; nothing changed or recorded", "")
+    code, out, err = stmem("promote", "5", "--force")
+    assert (code, out) == (0, f"{LADDER}: champion is version 5 (was 3): promoted by hand (--force)")
+    assert stmem("rollback")[:2] == (0, f"{LADDER}: champion is version 3 (was 5): rollback from version 5")
+    stmem("rollback"), stmem("rollback")
+    assert _champion(client) == "1"
+    assert stmem("rollback") == (2, "", f"stmem: error: {LADDER}: no earlier champion than version 1 to roll back to")
