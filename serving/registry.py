@@ -499,7 +499,9 @@ def promote(client, name: str, version: str | int, *, force: bool = False,
     with registry_lock(client.tracking_uri):
         new = client.get_model_version(name, str(version))  # an unknown version fails here, before anything moves
         state = new.tags.get(REGISTRATION_TAG)
-        if state != COMPLETE:
+        # a version registered before the two phases has no state tag: it was complete if its figures are there
+        legacy = state is None and {"metric", "metric_value"} <= new.tags.keys()
+        if state != COMPLETE and not legacy:
             raise PromotionRefused(
                 f"{name}: version {new.version} is not a complete registration ({REGISTRATION_TAG}: "
                 f"{state or 'absent'}); it is never promoted: register its run again to complete it")

@@ -393,6 +393,15 @@ def test_promote_refuses_a_worse_version_or_another_test_set_unless_forced(ladde
     assert _champion(client) == "4"
 
 
+def test_a_version_registered_before_the_two_phases_is_still_promoted(ladder, tmp_path):
+    """Stores written by earlier stmem have no state tag: a version with its figures was complete."""
+    from serving.registry import REGISTRATION_TAG, promote
+
+    client = _ladder_copy(ladder, tmp_path / "reg")
+    client.delete_model_version_tag(LADDER, "4", REGISTRATION_TAG)
+    assert promote(client, LADDER, 4, force=True)["to"] == "4"
+
+
 def test_rollback_walks_back_through_the_champions(ladder, tmp_path):
     from serving.errors import PromotionRefused
     from serving.registry import promote, rollback
