@@ -195,10 +195,13 @@ def _swap_into_place(new: Path, final_dir: Path, keep: int = 0) -> None:
         old = final_dir.parent / f".{final_dir.name}.old-{os.getpid()}"
         os.rename(final_dir, old)
     os.rename(new, final_dir)
+    key = (read_manifest(final_dir) or {}).get("key")
+    if key:  # the output in place is not kept as well
+        shutil.rmtree(earlier_dir(final_dir, key), ignore_errors=True)
     if old is None:
         return
     m = read_manifest(old)
-    if keep > 0 and m is not None and m.get("key"):
+    if keep > 0 and m is not None and m.get("key") and m["key"] != key:
         kept = earlier_dir(final_dir, m["key"])
         shutil.rmtree(kept, ignore_errors=True)
         kept.parent.mkdir(parents=True, exist_ok=True)
