@@ -329,7 +329,8 @@ EXECUTION_ONLY = frozenset({
     "train.progress", "train.num_threads", "train.checkpoint_every",
 })
 # Settings that name files a stage reads (tasks/graph.py's extra_inputs): keyed by those files' content.
-BY_CONTENT = frozenset({"kg.external_kg", "dataset.tokenizer", "train.init_from", "model.backbone.path"})
+BY_CONTENT = frozenset({"corpus.path", "corpus.questions", "kg.external_kg", "dataset.tokenizer", "train.init_from",
+                        "model.backbone.path"})
 # What a trained model depends on in the config: the train stage's key, in the pipeline and alone.
 TRAIN_SECTIONS = ("model", "train", "run.seed", "corpus.word_classes", "extract.spacy_model")
 

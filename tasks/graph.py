@@ -52,7 +52,7 @@ class Stage:
 
 GRAPH: dict[str, Stage] = {s.name: s for s in (
     Stage("ingest", reads={}, writes=("corpus.parquet",), sections=("corpus", "run.seed"),
-          build="tasks.ingest:build"),
+          build="tasks.ingest:build", extra_inputs="tasks.ingest:corpus_files"),
     Stage("extract", reads={"ingest": ("corpus.parquet",)},
           writes=("mentions.parquet", "triples.parquet", "entity_aliases.parquet"),
           sections=("extract",), build="tasks.extract:build",

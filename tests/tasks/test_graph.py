@@ -78,6 +78,18 @@ def test_a_kg_file_is_keyed_by_its_content_not_by_how_its_path_is_spelt(run_root
     assert other != key and changes(inputs, now) == "input kg.tsv changed"
 
 
+def test_corpus_files_are_keyed_by_content_so_an_edited_corpus_reruns_ingest(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("qa.jsonl").write_text('{"context": "Mary went home.", "question": "Where is Mary?", "answer": "home"}\n')
+    relative = load_config(None, ["corpus.format=records", "corpus.path=qa.jsonl"])
+    key, inputs = _keyed(relative, "ingest")
+    assert _keyed(load_config(None, ["corpus.format=records", f"corpus.path={tmp_path / 'qa.jsonl'}"]),
+                  "ingest")[0] == key
+    Path("qa.jsonl").write_text('{"context": "Mary went out.", "question": "Where is Mary?", "answer": "out"}\n')
+    other, now = _keyed(relative, "ingest")
+    assert other != key and changes(inputs, now) == "input qa.jsonl changed"
+
+
 def test_changes_name_what_differs_from_the_earlier_output():
     before = {"upstream": {"dataset": "d1", "kg": "k1"}, "files": {"start/model.safetensors": "aa"},
               "config": {"train.lr": 0.001, "train.epochs": 2}, "code": {"tasks/train.py": "c1", "stmem/x.py": "x"}}
