@@ -273,6 +273,41 @@ class MentionExtractor:
 # -----------------------------------------------------------------------------
 # the stage entry point
 
+# Rows per row group of mentions.parquet and triples.parquet (the last group holds the rest)
+ROW_GROUP_ROWS = 65_536
+
+
+class FixedRowGroups:
+    """A Parquet writer whose row groups hold ``rows`` rows each (the last fewer), whatever the sizes of
+    the tables written to it: a file's bytes depend on its rows alone, not on the chunks, shards or
+    processes that made them, so a stage keyed on them is not re-run when only those change."""
+
+    def __init__(self, path: Path, schema: pa.Schema, rows: int = ROW_GROUP_ROWS):
+        self.writer, self.rows = pq.ParquetWriter(path, schema), rows
+        self.pending: list[pa.Table] = []
+        self.buffered = 0
+
+    def write(self, table: pa.Table) -> None:
+        self.pending.append(table)
+        self.buffered += table.num_rows
+        while self.buffered >= self.rows:
+            self._flush(self.rows)
+
+    def _flush(self, rows: int) -> None:
+        t = pa.concat_tables(self.pending)
+        # one contiguous table per group: the pages the writer cuts then do not depend on how it arrived
+        self.writer.write_table(t.slice(0, rows).combine_chunks(), row_group_size=rows)
+        self.pending, self.buffered = [t.slice(rows)], t.num_rows - rows
+
+    def __enter__(self) -> "FixedRowGroups":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.buffered and exc[0] is None:
+            self._flush(self.buffered)
+        self.writer.close()
+
+
 def shard_rows(corpus_path: Path, shards: int) -> list[tuple[int, int]]:
     """The corpus rows ``[start, stop)`` of each of ``shards`` near-equal parts (none empty)."""
     n = pq.ParquetFile(corpus_path).metadata.num_rows
@@ -286,15 +321,15 @@ def extract_part(*, corpus_path: str | Path, out_dir: str | Path, rows: tuple[in
     """Write ``out_dir/mentions.parquet`` and ``triples.parquet`` for the corpus rows ``rows`` (all if None).
 
     Stories are parsed ``stories_per_chunk`` at a time and each chunk is
-    appended to the Parquet files as row groups. Returns the counts that
-    ``extract``'s summary adds up over parts.
+    appended to the Parquet files (in row groups of ``ROW_GROUP_ROWS``, not
+    one per chunk). Returns the counts that ``extract``'s summary adds up over parts.
     """
     corpus_path, out_dir = Path(corpus_path), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     extractor = MentionExtractor(spacy_model, batch_size, aliases=kg_aliases(kg_entities or []), n_process=n_process)
     n_mentions = n_triples = 0
-    with pq.ParquetWriter(out_dir / "mentions.parquet", MENTIONS_SCHEMA) as mention_file, \
-            pq.ParquetWriter(out_dir / "triples.parquet", TRIPLES_SCHEMA) as triple_file:
+    with FixedRowGroups(out_dir / "mentions.parquet", MENTIONS_SCHEMA) as mention_file, \
+            FixedRowGroups(out_dir / "triples.parquet", TRIPLES_SCHEMA) as triple_file:
         for stories in iter_corpus(corpus_path, stories_per_chunk, rows):
             # one flat list of texts, with (story, source, index) alongside, so spaCy sees one stream
             keys, texts = [], []
@@ -317,8 +352,8 @@ def extract_part(*, corpus_path: str | Path, out_dir: str | Path, rows: tuple[in
                 for t in ts:
                     for name, value in zip(TRIPLES_SCHEMA.names, (t.head, t.relation, t.tail, story_id, i)):
                         triples[name].append(value)
-            mention_file.write_table(pa.table(mentions, schema=MENTIONS_SCHEMA))
-            triple_file.write_table(pa.table(triples, schema=TRIPLES_SCHEMA))
+            mention_file.write(pa.table(mentions, schema=MENTIONS_SCHEMA))
+            triple_file.write(pa.table(triples, schema=TRIPLES_SCHEMA))
             n_mentions += len(mentions["entity"])
             n_triples += len(triples["head"])
     return {"mentions": n_mentions, "triples": n_triples, "unique_texts_parsed": extractor.texts_parsed,
@@ -326,13 +361,13 @@ def extract_part(*, corpus_path: str | Path, out_dir: str | Path, rows: tuple[in
 
 
 def _merge_parts(part_dirs: list[Path], out_dir: Path) -> None:
-    """Each part's mentions and triples, in part order, as the row groups of one file each."""
+    """Each part's mentions and triples, in part order, in one file each: the bytes one part would write."""
     for name, schema in (("mentions.parquet", MENTIONS_SCHEMA), ("triples.parquet", TRIPLES_SCHEMA)):
-        with pq.ParquetWriter(out_dir / name, schema) as writer:
+        with FixedRowGroups(out_dir / name, schema) as writer:
             for d in part_dirs:
                 f = pq.ParquetFile(d / name)
                 for g in range(f.num_row_groups):
-                    writer.write_table(f.read_row_group(g))
+                    writer.write(f.read_row_group(g))
 
 
 def _distinct(out_dir: Path) -> tuple[int, int]:
@@ -366,8 +401,9 @@ def extract(*, corpus_path: Path, out_dir: Path, spacy_model: str = "en_core_web
     ``shards`` > 1 cuts the corpus into that many parts, each parsed by one
     ``extract_part`` call and merged in order; ``run_parts(extract_part,
     calls)`` runs them (the pipeline passes one that makes each a Prefect
-    task run, in parallel under a Dask task runner). The files hold the same
-    rows whichever runs the parts.
+    task run, in parallel under a Dask task runner). The files are the same
+    bytes whatever ``shards``, ``stories_per_chunk``, ``batch_size`` and
+    ``n_process`` are, and whichever runs the parts.
     """
     corpus_path, out_dir = Path(corpus_path), Path(out_dir)
     if not corpus_path.is_file():

@@ -15,6 +15,11 @@ input never leaves a half-written artifact behind. The manifest records
 The temporary directory is named after the key: a run killed mid-stage and
 started again with the same inputs finds it (and the training checkpoints in
 it); a leftover of other inputs is removed.
+
+An output replaced by one of another key is kept, up to ``keep`` of them per
+stage, in ``versions/<stage dir>/<key>/`` beside it (``earlier_dir``): going
+back to an earlier config puts that output back (``restore_earlier``)
+instead of building it again.
 """
 from __future__ import annotations
 
@@ -119,20 +124,41 @@ def altered(stage_dir: Path, manifest: dict) -> str | None:
     return None
 
 
+def earlier_dir(final_dir: Path, key: str) -> Path:
+    """Where an earlier output of ``key`` is kept once another has replaced it."""
+    return Path(final_dir).parent / "versions" / Path(final_dir).name / key
+
+
+def restore_earlier(final_dir: Path, key: str, keep: int) -> dict | None:
+    """Put the kept output of ``key`` back in place (the one there is kept in turn); its manifest.
+
+    None, and nothing moved, when none is kept or it no longer matches its
+    manifest (an altered one is removed: it can never be reused).
+    """
+    d = earlier_dir(final_dir, key)
+    m = read_manifest(d)
+    if m is None or m.get("key") != key or altered(d, m):
+        shutil.rmtree(d, ignore_errors=True)
+        return None
+    _swap_into_place(d, Path(final_dir), keep)
+    return m
+
+
 def work_dir(final_dir: Path, key: str) -> Path:
     """Where the output of ``key`` is written before it is renamed to ``final_dir``."""
     return Path(final_dir).parent / f".{Path(final_dir).name}.tmp-{key[:16]}"
 
 
 @contextlib.contextmanager
-def stage_output(final_dir: Path, *, stage: str, key: str, inputs: dict,
-                 config_hash: str, resumable: bool = False) -> Iterator[tuple[Path, dict]]:
+def stage_output(final_dir: Path, *, stage: str, key: str, inputs: dict, config_hash: str,
+                 resumable: bool = False, keep: int = 0) -> Iterator[tuple[Path, dict]]:
     """Yield ``(tmp_dir, summary)``; on success move tmp_dir to ``final_dir`` with its manifest.
 
     The caller writes its files into ``tmp_dir`` and puts row counts and other
     figures into ``summary``. On an exception the temporary directory is
     removed, unless ``resumable`` (training: its checkpoints are kept for the
-    next attempt with the same key); ``final_dir`` is left as it was.
+    next attempt with the same key); ``final_dir`` is left as it was. The
+    output it replaces is kept (``earlier_dir``), up to ``keep`` per stage.
     """
     final_dir = Path(final_dir)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -154,22 +180,37 @@ def stage_output(final_dir: Path, *, stage: str, key: str, inputs: dict,
             "summary": summary,
         }
         write_json(tmp / MANIFEST, manifest)
-        _swap_into_place(tmp, final_dir)
+        _swap_into_place(tmp, final_dir, keep)
     except BaseException:
         if not resumable:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def _swap_into_place(tmp: Path, final_dir: Path) -> None:
+def _swap_into_place(new: Path, final_dir: Path, keep: int = 0) -> None:
     # Two renames: the old output moves aside, the new one takes its name. A
     # reader sees either the whole old directory or the whole new one.
     old = None
     if final_dir.exists():
         old = final_dir.parent / f".{final_dir.name}.old-{os.getpid()}"
         os.rename(final_dir, old)
-    os.rename(tmp, final_dir)
-    if old is not None:
+    os.rename(new, final_dir)
+    key = (read_manifest(final_dir) or {}).get("key")
+    if key:  # the output in place is not kept as well
+        shutil.rmtree(earlier_dir(final_dir, key), ignore_errors=True)
+    if old is None:
+        return
+    m = read_manifest(old)
+    if keep > 0 and m is not None and m.get("key") and m["key"] != key:
+        kept = earlier_dir(final_dir, m["key"])
+        shutil.rmtree(kept, ignore_errors=True)
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(old, kept)
+        os.utime(kept)  # when it was replaced: the oldest replaced go first
+        by_age = sorted(kept.parent.iterdir(), key=lambda d: d.stat().st_mtime_ns, reverse=True)
+        for d in by_age[keep:]:
+            shutil.rmtree(d, ignore_errors=True)
+    else:
         shutil.rmtree(old, ignore_errors=True)
 
 

@@ -42,6 +42,9 @@ class RunConfig(Section):
     # a local one started for the run or the one at dask_address ("tcp://host:8786")
     task_runner: Literal["thread", "dask"] = "thread"
     dask_address: str | None = None
+    # earlier outputs of each stage kept in <run dir>/versions/<stage>/<key>/, reused when a config goes
+    # back to what made one (0: none kept)
+    keep_outputs: int = Field(2, ge=0)
 
     @field_validator("dask_address")
     @classmethod
@@ -286,22 +289,48 @@ class Config(Section):
     def run_dir(self) -> Path:
         return Path(self.run.root) / self.run.name
 
-    def section_hash(self, *sections: str) -> str:
-        """Stable hash of the named sections ("train", or one field: "run.seed"), for stage keys.
+    def key_values(self, *sections: str) -> dict[str, Any]:
+        """The settings of ``sections`` ("train", or one field: "run.seed") an output depends on, by dotted name.
 
-        Settings that change how a stage runs but not what it makes
-        (``EXECUTION_ONLY``) are left out, so changing them reuses the output.
+        Left out: settings that change how a stage runs but not what it makes
+        (``EXECUTION_ONLY``), so changing them reuses the output; and paths of
+        files a stage reads (``BY_CONTENT``), which its key holds by content, so
+        how a path is spelt does not matter. Stage manifests record these values,
+        and the log names the ones that changed.
         """
-        data = {}
+        out: dict[str, Any] = {}
+
+        def walk(name: str, value: Any) -> None:
+            if name in EXECUTION_ONLY or name in BY_CONTENT:
+                return
+            if isinstance(value, dict) and value:
+                for k, v in value.items():
+                    walk(f"{name}.{k}", v)
+            else:
+                out[name] = value
+
         for name in sections:
             section, _, field = name.partition(".")
             value = getattr(self, section).model_dump(mode="json")
-            data[name] = value[field] if field else {k: v for k, v in value.items()
-                                                       if f"{section}.{k}" not in EXECUTION_ONLY}
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+            walk(name, value[field] if field else value)
+        return out
+
+    def section_hash(self, *sections: str) -> str:
+        """Stable hash of ``key_values(*sections)``."""
+        return hashlib.sha256(json.dumps(self.key_values(*sections), sort_keys=True).encode()).hexdigest()[:16]
 
 
-EXECUTION_ONLY = {"train.progress", "train.num_threads", "train.checkpoint_every"}
+# Settings that change how a stage runs, not what it makes: never part of a stage's key. Declared once, here,
+# beside the train stage's sections (tasks/graph.py declares the others and uses these). An extract output
+# does not depend on how it was cut (shards, chunks) or parsed (spaCy's batches and processes): its files are
+# written in one row-group layout (kg_pipeline/extraction.py).
+EXECUTION_ONLY = frozenset({
+    "extract.batch_size", "extract.n_process", "extract.stories_per_chunk", "extract.shards",
+    "train.progress", "train.num_threads", "train.checkpoint_every",
+})
+# Settings that name files a stage reads (tasks/graph.py's extra_inputs): keyed by those files' content.
+BY_CONTENT = frozenset({"corpus.path", "corpus.questions", "kg.external_kg", "dataset.tokenizer", "train.init_from",
+                        "model.backbone.path"})
 # What a trained model depends on in the config: the train stage's key, in the pipeline and alone.
 TRAIN_SECTIONS = ("model", "train", "run.seed", "corpus.word_classes", "extract.spacy_model")
 

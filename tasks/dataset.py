@@ -4,9 +4,12 @@ from stmem.config import Config
 
 
 def tokenizer_file(cfg: Config) -> list[Path]:
-    """A tokenizer the config names by file (another run's, say): part of the key."""
-    t = cfg.dataset.tokenizer
-    return [Path(t)] if t and Path(t).is_file() else []
+    """The tokenizer file the config names (``tokenizer.json``, or a directory holding one): part of the key."""
+    if not cfg.dataset.tokenizer:
+        return []
+    t = Path(cfg.dataset.tokenizer)
+    t = t / "tokenizer.json" if t.is_dir() else t  # what stmem.dataset.load_tokenizer reads
+    return [t] if t.is_file() else []
 
 
 def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:

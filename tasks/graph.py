@@ -2,15 +2,25 @@
 
 The end-to-end flow, the per-stage flows, ``stmem stage``, the manifests and
 the CLI summary all derive from ``GRAPH``. A stage's key (``stage_key``) is a
-hash of its upstream outputs (by their manifests), its config sections, extra
-input files and the source of the code it runs; an output whose manifest
-holds the same key, and whose files still match their hashes, is reused.
+hash of what ``stage_inputs`` returns, which its manifest keeps:
+
+    upstream  the digest of each upstream output's files (from its manifest)
+    files     files outside the run it reads, by content (not by path)
+    config    its config sections' values by dotted name, without the
+              execution-only settings (``stmem.config.EXECUTION_ONLY``)
+    code      a hash per source file of the modules it imports, transitively
+              within this repository (``code_files``)
+
+An output whose manifest holds the same key, and whose files still match
+their hashes, is reused; ``changes`` says what differs from an earlier one.
 Nothing here imports a library: a stage's ``build`` is imported when it runs.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
+import json
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -29,10 +39,11 @@ class Stage:
     reads: dict[str, tuple[str, ...]]  # upstream stage -> files of its output this stage reads
     writes: tuple[str, ...]  # files it must leave in its output
     sections: tuple[str, ...]  # config sections ("train") or fields ("run.seed") its output depends on
-    code: tuple[str, ...]  # packages whose source decides its output
     build: str  # "module:function", called as build(cfg, {upstream: dir}, out_dir) -> summary
     extra_inputs: str | None = None  # "module:function", (cfg) -> files outside the run it reads
     resumable: bool = False  # keep its temporary directory after a crash (training checkpoints)
+    # packages whose whole source goes into its output, beyond the modules it imports
+    ships: tuple[str, ...] = ()
 
     @property
     def needs(self) -> tuple[str, ...]:
@@ -41,20 +52,20 @@ class Stage:
 
 GRAPH: dict[str, Stage] = {s.name: s for s in (
     Stage("ingest", reads={}, writes=("corpus.parquet",), sections=("corpus", "run.seed"),
-          code=("corpora",), build="tasks.ingest:build"),
+          build="tasks.ingest:build", extra_inputs="tasks.ingest:corpus_files"),
     Stage("extract", reads={"ingest": ("corpus.parquet",)},
           writes=("mentions.parquet", "triples.parquet", "entity_aliases.parquet"),
-          sections=("extract", "kg.external_kg"), code=("corpora", "kg_pipeline"), build="tasks.extract:build",
+          sections=("extract",), build="tasks.extract:build",
           extra_inputs="tasks.kg:external_files"),  # the KG's entity names are found in the text
     Stage("kg", reads={"extract": ("triples.parquet",)},
           writes=("entity_embeddings.safetensors", "entity_index.parquet", "kg_metrics.json"),
-          sections=("kg", "model.kg_fusion"), code=("corpora", "kg_pipeline"), build="tasks.kg:build",
+          sections=("kg", "model.kg_fusion"), build="tasks.kg:build",
           extra_inputs="tasks.kg:external_files"),
     Stage("dataset", reads={"ingest": ("corpus.parquet",), "extract": ("mentions.parquet", "entity_aliases.parquet"),
                             "kg": ("entity_index.parquet",)},
           writes=(*map(split_path, SPLITS), "tokenizer.json", "dataset_info.json",
                   "dataset_card.json", "entity_aliases.parquet"),
-          sections=("dataset",), code=("corpora", "stmem"), build="tasks.dataset:build",
+          sections=("dataset",), build="tasks.dataset:build",
           extra_inputs="tasks.dataset:tokenizer_file"),
     Stage("train", reads={"dataset": (*map(split_path, SPLITS), "tokenizer.json",
                                       "entity_aliases.parquet"),
@@ -62,14 +73,14 @@ GRAPH: dict[str, Stage] = {s.name: s for s in (
           writes=("model.safetensors", "model_config.json", "tokenizer.json", "eval.json", "history.json",
                   "test_predictions.parquet", "mlflow_run.json"),
           sections=TRAIN_SECTIONS,
-          code=("corpora", "stmem"), build="tasks.train:build", extra_inputs="tasks.train:start_model",
+          build="tasks.train:build", extra_inputs="tasks.train:start_model",
           resumable=True),
     Stage("register", reads={"train": ("model.safetensors", "eval.json", "history.json", "test_predictions.parquet"),
                              "kg": ("kg_metrics.json",), "ingest": ("corpus.parquet",),  # plots by distance
                              "dataset": (split_path("test"),),  # the test figure is recomputed before registering
                              "extract": ()},  # every manifest goes to MLflow
-          writes=("registration.json",), sections=("register",), code=("serving", "stmem", "corpora"),
-          build="tasks.register:build"),
+          writes=("registration.json",), sections=("register",), build="tasks.register:build",
+          ships=("serving", "stmem", "corpora", "kg_pipeline")),  # the registered pyfunc's code_paths
 )}
 STAGES = tuple(GRAPH)
 
@@ -88,18 +99,98 @@ def load(ref: str) -> Callable:
     return getattr(importlib.import_module(module), fn)
 
 
+def _module_file(root: Path, name: str) -> Path | None:
+    base = root.joinpath(*name.split("."))
+    return next((f for f in (base.with_suffix(".py"), base / "__init__.py") if f.is_file()), None)
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def _imported(tree: ast.AST, module: str, is_package: bool) -> set[str]:
+    """Module names ``tree`` may import: import statements anywhere (libraries are imported inside
+    functions), and each name a ``from`` import takes as ``package.name`` (a submodule, or a name the
+    package imports on first use: ``_lazy_names``)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the package this module is in
+                package = module.split(".")[:len(module.split(".")) - (node.level - is_package)]
+                base = ".".join([*package, *([base] if base else [])])
+            names.add(base)
+            names.update(f"{base}.{a.name}" for a in node.names)
+    # importing a.b.c runs a/__init__.py and a/b/__init__.py first
+    return {".".join(n.split(".")[:i]) for n in names for i in range(1, n.count(".") + 2)}
+
+
+def _lazy_names(tree: ast.AST) -> dict[str, str]:
+    """A package's names imported on first use (``corpora``, ``kg_pipeline``: ``_WHERE``), name -> module:
+    the ``"name": "module"`` entries and ``dict.fromkeys((names), "module")`` of its dicts."""
+    out = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            out.update({k.value: v.value for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant)
+                        and isinstance(v, ast.Constant) and isinstance(k.value, str) and isinstance(v.value, str)})
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "fromkeys"
+              and len(node.args) == 2 and isinstance(node.args[0], (ast.Tuple, ast.List))
+              and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
+            out.update(dict.fromkeys((e.value for e in node.args[0].elts if isinstance(e, ast.Constant)),
+                                     node.args[1].value))
+    return out
+
+
 @cache
-def source_hash(*packages: str) -> str:
-    """Hash of the Python source of ``packages``: a code change re-runs the stages that use it."""
-    h = hashlib.sha256()
-    for pkg in packages:
-        for f in sorted((REPO / pkg).rglob("*.py")):
-            h.update(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()[:16]
+def code_files(modules: tuple[str, ...], root: Path = REPO) -> dict[str, str]:
+    """Each source file of ``modules`` and what they import, transitively, within ``root``: its hash.
+
+    A file counts by its syntax tree without docstrings (``ast.dump``), not its
+    bytes: a comment, a docstring or a reformatting changes no key. Libraries
+    (modules outside ``root``) are not counted: upgrading one re-runs nothing.
+    """
+    out: dict[str, str] = {}
+    lazy: dict[str, dict[str, str]] = {}  # package -> its lazy names
+    todo = list(modules)
+    while todo:
+        name = todo.pop()
+        f = _module_file(root, name)
+        if f is None:  # a name, not a module: maybe one its package imports on first use
+            package, _, attr = name.rpartition(".")
+            if attr in lazy.get(package, {}):
+                todo.append(lazy[package][attr])
+            continue
+        if (rel := str(f.relative_to(root))) in out:
+            continue
+        tree = ast.parse(f.read_bytes(), filename=str(f))
+        if f.name == "__init__.py":
+            lazy[name] = _lazy_names(tree)
+        # a package's __init__ before the names taken from it: parents are popped last, so push them last
+        todo += sorted(_imported(tree, name, f.name == "__init__.py"), key=lambda n: -n.count("."))
+        out[rel] = hashlib.sha256(ast.dump(_strip_docstrings(tree)).encode()).hexdigest()[:16]
+    return dict(sorted(out.items()))
+
+
+def stage_code(stage: Stage, root: Path = REPO) -> dict[str, str]:
+    """The source files that decide ``stage``'s output, with their hashes (``code_files``): its build's
+    module and what that imports, and what it ships. (Not its extra_inputs' module: which files it reads
+    is in the key as those files.)"""
+    modules = [stage.build.partition(":")[0]]
+    modules += [str(f.relative_to(root).with_suffix("")).replace("/", ".").removesuffix(".__init__")
+                for pkg in stage.ships for f in sorted((root / pkg).rglob("*.py"))]
+    return code_files(tuple(modules), root)
 
 
 def stage_inputs(cfg: Config, stage: Stage, dirs: dict[str, Path]) -> dict:
-    """What the stage's output depends on, as recorded in its manifest; its hash is the key.
+    """What the stage's output depends on, as recorded in its manifest; ``stage_key`` hashes it.
 
     Each upstream output counts by the digest of its files' hashes, read from
     its manifest after checking that the files still match it.
@@ -119,11 +210,39 @@ def stage_inputs(cfg: Config, stage: Stage, dirs: dict[str, Path]) -> dict:
         upstream[name] = digest(m["outputs"])
     extra = load(stage.extra_inputs)(cfg) if stage.extra_inputs else []
     return {"upstream": upstream, "files": {str(p): file_sha256(p) for p in extra},
-            "config": cfg.section_hash(*stage.sections), "code": source_hash(*stage.code, "tasks")}
+            "config": cfg.key_values(*stage.sections), "code": stage_code(stage)}
 
 
 def stage_key(stage: Stage, inputs: dict) -> str:
-    return digest({"stage": stage.name, **inputs})
+    # files by content, in the order extra_inputs lists them (a KG's train/valid/test): the path a config
+    # spells them with is recorded, not keyed
+    return digest({"stage": stage.name, **inputs, "files": list(inputs["files"].values())})
+
+
+def changes(before: dict | None, now: dict, limit: int = 6) -> str:
+    """What differs between the inputs an earlier output was made from (its manifest's) and ``now``'s."""
+    if before is None:
+        return "no earlier output"
+    if not all(isinstance(before.get(k), dict) for k in ("upstream", "files", "config", "code")):
+        return "its manifest predates the record of what its key was made of"
+    found = [f"output of stage '{n}' changed" for n in now["upstream"] if before["upstream"].get(n) !=
+             now["upstream"][n]]
+    old_shas, new_shas = set(before["files"].values()), set(now["files"].values())
+    found += [f"input {p} changed" for p, sha in now["files"].items() if sha not in old_shas]
+    found += [f"input {p} no longer read" for p, sha in before["files"].items()
+              if sha not in new_shas and p not in now["files"]]
+    unset = "(unset)"
+    found += [f"config key `{k}` {json.dumps(before['config'].get(k, unset))} -> "
+              f"{json.dumps(now['config'].get(k, unset))}"
+              for k in sorted(before["config"].keys() | now["config"].keys())
+              if before["config"].get(k, unset) != now["config"].get(k, unset)]
+    for f in sorted(before["code"].keys() | now["code"].keys()):
+        if before["code"].get(f) != now["code"].get(f):
+            found.append(f"code file {f} " + ("changed" if f in before["code"] and f in now["code"] else
+                                              "added" if f in now["code"] else "no longer used"))
+    if not found:
+        return "its key was made otherwise"
+    return "; ".join(found[:limit]) + (f"; and {len(found) - limit} more" if len(found) > limit else "")
 
 
 def stale(cfg: Config, name: str) -> str | None:
@@ -141,7 +260,9 @@ def stale(cfg: Config, name: str) -> str | None:
         if why:
             return why
     try:
-        key = stage_key(stage, stage_inputs(cfg, stage, {n: layout.stage_dir(n) for n in stage.needs}))
+        inputs = stage_inputs(cfg, stage, {n: layout.stage_dir(n) for n in stage.needs})
+        key = stage_key(stage, inputs)
     except MissingArtifactError as exc:
         return str(exc)
-    return None if m.get("key") == key else f"stage '{name}' ran on other inputs, config or code"
+    return None if m.get("key") == key else \
+        f"stage '{name}' ran on other inputs, config or code: {changes(m.get('inputs', {}), inputs)}"

@@ -1,10 +1,13 @@
-"""The one Prefect task every stage runs through: key, skip or build, publish atomically.
+"""The one Prefect task every stage runs through: key, skip, reuse or build, publish atomically.
 
 A stage runs only when its key (``tasks.graph.stage_key``) differs from the
 one in its output's manifest, or its output files no longer match their
-hashes, or it is forced. It fixes its inputs before the work: the key is
-computed from the upstream manifests first, so what it records is what it
-read. Bad input is never retried; anything else is, ``run.retries`` times.
+hashes, or it is forced; its log line says which, and what changed
+(``tasks.graph.changes``). An earlier output of the same key, kept from
+before (``run.keep_outputs``), is put back instead of built again. It fixes
+its inputs before the work: the key is computed from the upstream manifests
+first, so what it records is what it read. Bad input is never retried;
+anything else is, ``run.retries`` times.
 """
 from __future__ import annotations
 
@@ -19,10 +22,11 @@ from prefect.tasks import exponential_backoff
 from corpora import CorpusError
 from kg_pipeline import KGInputError
 from serving.errors import RegistrationRefused
-from stmem.artifacts import MissingArtifactError, RunInUseError, altered, read_manifest, run_lock, stage_output
+from stmem.artifacts import (MissingArtifactError, RunInUseError, altered, digest, read_manifest, restore_earlier,
+                             run_lock, stage_output)
 from stmem.config import Config, ConfigError
 from stmem.layout import RunLayout
-from tasks.graph import GRAPH, load, stage_inputs, stage_key
+from tasks.graph import GRAPH, changes, load, stage_inputs, stage_key
 
 # Retrying cannot fix bad input; it only repeats the same error.
 BAD_INPUT = (ConfigError, CorpusError, KGInputError, MissingArtifactError, RunInUseError, UnicodeDecodeError,
@@ -48,17 +52,25 @@ def run_stage(cfg: Config, name: str, dirs: dict[str, str], force: bool = False)
         inputs = stage_inputs(cfg, stage, {n: Path(dirs[n]) for n in stage.needs})
         key = stage_key(stage, inputs)
         m = read_manifest(out)
-        if not force and m is not None and m.get("key") == key:
+        if force:
+            why = "forced"
+        elif m is not None and m.get("key") == key:
             why = altered(out, m)
             if why is None:
                 logger.info("%s: skipped, its inputs, config and code are unchanged (key %s)", name, key)
                 return str(out)
-            logger.info("%s: rebuilding, %s", name, why)
-        logger.info("%s: started", name)
+        else:
+            why = changes(None if m is None else m.get("inputs", {}), inputs)
+            kept = restore_earlier(out, key, cfg.run.keep_outputs)
+            if kept is not None:
+                logger.info("%s: reused its earlier output of key %s, made %s (%s)", name, key, kept["created_at"],
+                            why)
+                return str(out)
+        logger.info("%s: started: %s", name, why)
         started = time.time()
         build = load(stage.build)
-        with stage_output(out, stage=name, key=key, inputs=inputs, config_hash=inputs["config"],
-                          resumable=stage.resumable) as (tmp, summary):
+        with stage_output(out, stage=name, key=key, inputs=inputs, config_hash=digest(inputs["config"]),
+                          resumable=stage.resumable, keep=cfg.run.keep_outputs) as (tmp, summary):
             summary.update(build(cfg, {n: Path(dirs[n]) for n in stage.needs}, tmp) or {})
             missing = [f for f in stage.writes if not (tmp / f).is_file()]
             if missing:

@@ -14,16 +14,20 @@ START_MODEL_FILES = ("model.safetensors", "model_config.json", "tokenizer.json")
 
 
 def start_model(cfg: Config) -> list[Path]:
-    """The model fine-tuning starts from (``train.init_from``, resolved): part of the key."""
+    """The weights training starts from: the model fine-tuning starts from (``train.init_from``, resolved)
+    and a pretrained backbone's directory (``model.backbone.path``). Part of the key, by content."""
+    files = []
+    if cfg.model.backbone.path and Path(cfg.model.backbone.path).is_dir():
+        files += sorted(f for f in Path(cfg.model.backbone.path).rglob("*") if f.is_file())
     if not cfg.train.init_from:
-        return []
+        return files
     d = Path(cfg.train.init_from)
     missing = [f for f in START_MODEL_FILES if not (d / f).is_file()]
     if missing:
         from stmem.artifacts import MissingArtifactError
 
         raise MissingArtifactError(f"train.init_from: {d} has no {', '.join(missing)}; train that model first")
-    return [d / f for f in START_MODEL_FILES]
+    return files + [d / f for f in START_MODEL_FILES]
 
 
 def run_tags(cfg: Config, inputs: dict[str, Path]) -> dict[str, str]:

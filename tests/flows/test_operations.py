@@ -72,8 +72,34 @@ def test_training_change_reruns_train_and_register_only(run_dir):
     after = manifests(run_dir)
     assert [s for s in STAGES if after[s] != before[s]] == ["train", "register"]
     assert versions(run_dir) == ["1", "2"]
+    log = (run_dir / "stmem.log").read_text()  # each stage that ran says what changed
+    assert "train: started: config key `train.lr` 0.001 -> 0.002" in log
+    assert "register: started: output of stage 'train' changed" in log
     # an execution-only setting is not a change
     res = cli_run(run_dir, "--set", "train.lr=0.002", "--set", "train.num_threads=1")
+    assert summary_lines(res.stdout) == dict.fromkeys(STAGES, "reused")
+
+
+def test_going_back_to_an_earlier_config_reuses_its_outputs(run_dir):
+    res = cli_run(run_dir)  # train.lr as the first run had it: its model is kept, not trained again
+    assert summary_lines(res.stdout) == dict.fromkeys(STAGES, "reused")
+    log = (run_dir / "stmem.log").read_text()
+    assert "train: reused its earlier output of key" in log and "(config key `train.lr` 0.002 -> 0.001)" in log
+    assert "register: reused its earlier output of key" in log
+    assert versions(run_dir) == ["1", "2"]  # nothing registered again: version 1 is this config's model
+    assert json.loads((RunLayout(run_dir).stage_dir("register") / "registration.json").read_text())["version"] == 1
+
+
+def test_extract_in_shards_writes_the_same_bytes_and_nothing_after_it_reruns(run_dir):
+    before = json.loads(manifests(run_dir)["extract"])
+    res = stmem_cli("stage", "extract", "--force", "--config", str(TINY_CONFIG), "--set", f"run.root={run_dir.parent}",
+                    "--set", "extract.shards=2", "--set", "extract.batch_size=3")
+    assert res.returncode == 0, res.stderr[-3000:]
+    after = json.loads(manifests(run_dir)["extract"])
+    assert after["summary"]["shards"] == 2 and after["created_at"] >= before["created_at"]
+    assert after["outputs"] == before["outputs"]  # every file's sha256
+    # how extract is cut and batched is not part of any key: with those settings too, nothing runs
+    res = cli_run(run_dir, "--set", "extract.shards=2", "--set", "extract.n_process=2")
     assert summary_lines(res.stdout) == dict.fromkeys(STAGES, "reused")
 
 

@@ -3,7 +3,8 @@ import multiprocessing as mp
 
 import pytest
 
-from stmem.artifacts import MissingArtifactError, RunInUseError, altered, read_manifest, require, run_lock, stage_output
+from stmem.artifacts import (MissingArtifactError, RunInUseError, altered, earlier_dir, read_manifest, require,
+                             restore_earlier, run_lock, stage_output)
 
 
 def test_stage_output_publishes_whole_directory_with_manifest(tmp_path):
@@ -45,6 +46,21 @@ def test_resumable_output_keeps_its_work_for_the_same_key_only(tmp_path):
     with stage_output(final, stage="t", key="third", inputs={}, config_hash="c", resumable=True) as (tmp, _):
         assert not (tmp / "checkpoint").exists()  # another key's leftover is removed, not resumed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train"]
+
+
+def test_replaced_outputs_are_kept_up_to_keep_and_put_back_by_key(tmp_path):
+    final = tmp_path / "stage"
+    for key in ("k1", "k2", "k3", "k4"):
+        with stage_output(final, stage="s", key=key, inputs={}, config_hash="c", keep=2) as (tmp, _):
+            (tmp / "a.txt").write_text(key)
+    kept = final.parent / "versions" / "stage"
+    assert sorted(p.name for p in kept.iterdir()) == ["k2", "k3"]  # the two replaced last
+    assert restore_earlier(final, "k1", keep=2) is None and (final / "a.txt").read_text() == "k4"
+    assert restore_earlier(final, "k2", keep=2)["key"] == "k2"
+    assert (final / "a.txt").read_text() == "k2" and sorted(p.name for p in kept.iterdir()) == ["k3", "k4"]
+    (earlier_dir(final, "k3") / "a.txt").write_text("edited")  # an altered one is never put back
+    assert restore_earlier(final, "k3", keep=2) is None and not earlier_dir(final, "k3").exists()
+    assert (final / "a.txt").read_text() == "k2"
 
 
 def test_altered_names_a_changed_or_deleted_output(tmp_path):
