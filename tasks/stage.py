@@ -4,7 +4,8 @@ A stage runs only when its key (``tasks.graph.stage_key``) differs from the
 one in its output's manifest, or its output files no longer match their
 hashes, or it is forced. It fixes its inputs before the work: the key is
 computed from the upstream manifests first, so what it records is what it
-read. Bad input is never retried; anything else is, ``run.retries`` times.
+read. Bad input, and storage that refuses a write (``storage_refused``), are never retried;
+anything else is, ``run.retries`` times.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from prefect.tasks import exponential_backoff
 from corpora import CorpusError
 from kg_pipeline import KGInputError
 from serving.errors import RegistrationRefused
-from stmem.artifacts import MissingArtifactError, RunInUseError, altered, read_manifest, run_lock, stage_output
+from stmem.artifacts import (MissingArtifactError, RunInUseError, altered, read_manifest, run_lock, stage_output,
+                             storage_refused)
 from stmem.config import Config, ConfigError
 from stmem.layout import RunLayout
 from tasks.graph import GRAPH, load, stage_inputs, stage_key
@@ -34,8 +36,8 @@ def _retry_unless_bad_input(task, task_run, state) -> bool:
         state.result()
     except BAD_INPUT:
         return False
-    except Exception:
-        return True
+    except Exception as exc:
+        return not storage_refused(exc)
     return False
 
 

@@ -1,8 +1,11 @@
 """Bad input: one line naming the file, line or key; non-zero exit; nothing written."""
+import os
+import resource
+import subprocess
 
 import pytest
 
-from tests.conftest import TINY_CONFIG, stmem_cli
+from tests.conftest import TINY_CONFIG, error_lines, stmem_cli
 
 
 def _error_line(res) -> str:
@@ -67,3 +70,40 @@ def test_predict_errors_are_one_line_and_create_nothing(tmp_path):
                         "--config", str(TINY_CONFIG), "--set", f"run.root={root}", *extra)
         assert res.returncode == 2 and res.stderr == message + "\n", res.stderr
     assert not root.exists()  # no store was created by asking
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory nothing can be written into, root included (root ignores permissions: immutable then)."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o555)
+    immutable = os.access(d, os.W_OK) and subprocess.run(["chattr", "+i", str(d)], capture_output=True).returncode == 0
+    if os.access(d, os.W_OK) and not immutable:
+        pytest.skip("running as root on a file system without chattr +i: no directory here is read-only")
+    yield d
+    if immutable:
+        subprocess.run(["chattr", "-i", str(d)], check=True)
+    d.chmod(0o755)
+
+
+def test_read_only_run_root_is_one_line_naming_the_path(read_only_dir):
+    res = stmem_cli("stage", "ingest", "--config", str(TINY_CONFIG), "--set", f"run.root={read_only_dir}")
+    assert res.returncode == 2
+    assert res.stderr in (f"stmem: error: {read_only_dir / 'tiny'}: Permission denied\n",  # a user
+                          f"stmem: error: {read_only_dir / 'tiny'}: Operation not permitted\n")  # root, immutable
+
+
+def _small_files():
+    # the kernel then refuses (EFBIG) any write past 2 KB, as a full disk refuses (ENOSPC) any write
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+
+
+def test_storage_refusing_a_stage_write_is_not_retried(tmp_path):
+    res = stmem_cli("stage", "ingest", "--config", str(TINY_CONFIG), "--set", f"run.root={tmp_path}",
+                    "--set", "run.retries=2", "--set", "run.retry_delay=0", preexec_fn=_small_files)
+    assert res.returncode == 2
+    # the corpus file was refused inside the stage's task: one line naming the run, no retry, no traceback
+    assert error_lines(res.stderr) == [f"stmem: error: {tmp_path / 'tiny'}: File too large"], res.stderr[-3000:]
+    assert res.stderr.count("ingest: started") == 1 and "Retry " not in res.stderr
+    assert not (tmp_path / "tiny" / "corpus").exists() and not list((tmp_path / "tiny").glob(".corpus*"))
