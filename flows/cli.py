@@ -278,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
 
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
-        runs = chain(args.config, args.overrides)  # fail fast, before Prefect starts
+        # fail fast, before Prefect starts
+        runs = chain(args.config, args.overrides, STAGES if args.command == "run" else (args.name,))
         cfg = runs[-1][2]
         run_dir = cfg.run_dir
         with run_lock(cfg.run_dir):  # refuse at once, before Prefect starts, if another run holds it
