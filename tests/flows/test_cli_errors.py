@@ -120,6 +120,7 @@ def _pickled_backbone(d):
 
 @pytest.mark.parametrize("command, override, message", [
     ("run", "kg.model=TransX", "kg.model: 'TransX' is not a PyKEEN model; nearest: TransR, TransH, TransF, TransE"),
+    ("deploy --interval 60", "kg.model=TransX", "kg.model: 'TransX' is not a PyKEEN model"),  # not when it runs
     ("stage kg", "kg.model_kwargs={embedding_dim: 8, entity_initializer: xavier_unifrom}",
      "kg.model_kwargs.entity_initializer: 'xavier_unifrom' is not one of PyKEEN's (constant, "),
     ("stage extract", "extract.spacy_model=en_core_web_sn",
@@ -132,7 +133,7 @@ def test_misspelt_components_fail_before_any_stage(tmp_path, command, override, 
     _pickled_backbone(tmp_path / "bert")
     root = tmp_path / "runs"
     res = stmem_cli(*command.split(), "--config", str(TINY_CONFIG), "--set", f"run.root={root}",
-                    "--set", "run.retries=2", "--set", override.replace("{tmp}", str(tmp_path)))
+                    "--set", "run.retries=2", "--set", override.replace("{tmp}", str(tmp_path)), timeout=120)
     assert res.returncode == 2
     assert _error_line(res).startswith("stmem: error: " + message.replace("{tmp}", str(tmp_path)))
     assert "Traceback" not in res.stderr and not root.exists()  # refused before Prefect or any stage started
