@@ -92,11 +92,25 @@ class Fields:
         return [self.check_text(f"{name}[{i}]", item) for i, item in enumerate(value)]
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    # json.loads keeps the last of repeated keys: the record's first value would be silently dropped
+    record = {}
+    for key, value in pairs:
+        if key in record:
+            raise _DuplicateKey(key)
+        record[key] = value
+    return record
+
+
 def jsonl_records(path: Path, max_line_chars: int) -> Iterator[Fields]:
     """Each JSON object of a JSON Lines file, as ``Fields``; blank lines are not records and are passed over.
 
-    A missing or empty file, a line that is not JSON, or a value that is not an
-    object is a ``CorpusError`` naming the file and the line; so are a bad
+    A missing or empty file, a line that is not JSON, a key repeated in one
+    object, or a value that is not an object is a ``CorpusError`` naming the file and the line; so are a bad
     UTF-8 byte and an over-long line (``text_lines``).
     """
     path = Path(path)
@@ -107,7 +121,9 @@ def jsonl_records(path: Path, max_line_chars: int) -> Iterator[Fields]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json.loads(line, object_pairs_hook=_unique_keys)
+        except _DuplicateKey as exc:
+            raise CorpusError(f"{path}:{lineno}: duplicate key {exc.args[0]!r}") from None
         except json.JSONDecodeError as exc:
             raise CorpusError(f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from None
         except RecursionError:

@@ -19,13 +19,18 @@ from pathlib import Path
 import flows  # noqa: F401  (offline and no-telemetry defaults before anything else loads)
 from corpora import CorpusError
 from kg_pipeline import KGInputError
-from stmem.artifacts import MissingArtifactError, RunInUseError, run_lock
+from stmem.artifacts import MissingArtifactError, RunInUseError, run_lock, storage_refused
 from stmem.config import ConfigError, load_config
 from stmem.layout import RunLayout
 from tasks.graph import STAGES
 
 EXPECTED_ERRORS = (ConfigError, CorpusError, KGInputError, MissingArtifactError, RunInUseError,
                    FileNotFoundError, ValueError, UnicodeDecodeError, TimeoutError)
+
+
+def _expected(exc: BaseException) -> bool:
+    """An error the user fixes, shown as one line: bad input, or storage that refuses to be written."""
+    return isinstance(exc, EXPECTED_ERRORS) or storage_refused(exc)
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -185,15 +190,23 @@ class _OneLineConsole(logging.Filter):
     """On the console, an error's traceback is left to the log file: the user sees its one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], EXPECTED_ERRORS):
+        if record.exc_info and _expected(record.exc_info[1]):
             return False  # the CLI prints the one line itself
         # a failed task's or flow's final state repeats its error
         return not str(record.msg).startswith("Finished in state Failed")
 
 
+class _LogFile(logging.FileHandler):
+    def handleError(self, record: logging.LogRecord) -> None:
+        # A full or read-only disk: the error reaches the console anyway. Reporting it prints a traceback,
+        # which a flow's log_prints logs back here, to fail again without end (RecursionError).
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handleError(record)
+
+
 def _log_to_file(run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(run_dir / "stmem.log")
+    handler = _LogFile(run_dir / "stmem.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     root = logging.getLogger()  # Prefect's loggers propagate to it; its console handler is there
     for h in root.handlers:
@@ -252,6 +265,7 @@ def _prefect_api():
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    run_dir = None  # the run's directory, once known: where a write without a file name failed
     try:
         _registry_from_env(args)
         if args.command == "predict":
@@ -269,8 +283,10 @@ def main(argv: list[str] | None = None) -> int:
 
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
-        runs = chain(args.config, args.overrides)  # fail fast, before Prefect starts
+        # fail fast, before Prefect starts
+        runs = chain(args.config, args.overrides, STAGES if args.command == "run" else (args.name,))
         cfg = runs[-1][2]
+        run_dir = cfg.run_dir
         with run_lock(cfg.run_dir):  # refuse at once, before Prefect starts, if another run holds it
             from flows.pipeline import STAGE_FLOWS, pipeline, with_task_runner
 
@@ -280,10 +296,15 @@ def main(argv: list[str] | None = None) -> int:
                 target(config_path=args.config, overrides=args.overrides, force=args.force)
         _print_summary(cfg.run_dir, started)
         return 0
-    except EXPECTED_ERRORS as exc:
+    except Exception as exc:
+        if not _expected(exc):
+            raise
         logging.getLogger("stmem").debug("error", exc_info=True)
         if isinstance(exc, TimeoutError):
             exc = f"a stage ran past its run.stage_timeout ({exc}); the log names it"
+        elif storage_refused(exc):  # a library's write error often names no file
+            where = exc.filename or run_dir
+            exc = f"{where}: {os.strerror(exc.errno)}" if where else os.strerror(exc.errno)
         print(f"stmem: error: {exc}", file=sys.stderr)
         return 2
 

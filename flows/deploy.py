@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stmem.config import ConfigError, load_config
+from tasks.graph import STAGES, check_stages
 
 
 def deploy(config_path: str | None, overrides: list[str], *, cron: str | None = None,
@@ -20,6 +21,7 @@ def deploy(config_path: str | None, overrides: list[str], *, cron: str | None = 
         raise ConfigError("stmem deploy needs a Prefect server: start one (prefect server start --host 127.0.0.1) "
                           "and set PREFECT_API_URL, e.g. http://127.0.0.1:4200/api (docs/operations.md)")
     cfg = load_config(config_path, overrides)  # a bad config fails now, not at the first scheduled run
+    check_stages(cfg, STAGES if stage is None else (stage,))  # its flow runs run here, with these libraries
     from flows.pipeline import STAGE_FLOWS, pipeline, with_task_runner
 
     target = with_task_runner(pipeline if stage is None else STAGE_FLOWS[stage], cfg.run)

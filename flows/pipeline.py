@@ -64,7 +64,7 @@ def _stage_flow(name: str):
     @flow(name=f"stmem-{name}", log_prints=True)
     def run_stage_alone(config_path: str | None = None, overrides: list[str] | None = None,
                         force: bool = False) -> str:
-        cfg = chain(config_path, overrides or [])[-1][2]
+        cfg = chain(config_path, overrides or [], (name,))[-1][2]
         layout = RunLayout(cfg.run_dir)
         with run_lock(cfg.run_dir):
             for up in GRAPH[name].needs:  # stale upstream output is refused, never silently reused

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stmem.config import Config, ConfigError, load_config
+from tasks.graph import STAGES, check_stages
 
 PREFIX = "run:"
 INHERITED = ("run.root", "train.num_threads", "train.progress", "train.device", "train.checkpoint_every",
@@ -34,13 +35,18 @@ def parent_of(config_path: str | None, overrides: list[str], cfg: Config) -> tup
     return str(path), inherited
 
 
-def chain(config_path: str | None, overrides: list[str]) -> list[tuple[str | None, list[str], Config]]:
-    """The runs to make, parents first, ending with this config's; each with its resolved config."""
+def chain(config_path: str | None, overrides: list[str],
+          stages: tuple[str, ...] = STAGES) -> list[tuple[str | None, list[str], Config]]:
+    """The runs to make, parents first, ending with this config's; each with its resolved config.
+
+    Each config is checked for the ``stages`` that will run (``tasks.graph.check_stages``).
+    """
     out: list[tuple[str | None, list[str], Config]] = []
     seen: set[str] = set()
     path, over = config_path, list(overrides)
     while True:
         cfg = load_config(path, over)
+        check_stages(cfg, stages)
         if cfg.run.name in seen:
             raise ConfigError(f"train.init_from: run '{cfg.run.name}' starts, through its parents, from itself")
         seen.add(cfg.run.name)

@@ -24,6 +24,7 @@ instead of building it again.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import hashlib
@@ -40,6 +41,16 @@ MANIFEST = "manifest.json"
 
 class MissingArtifactError(FileNotFoundError):
     """An upstream artifact a stage needs is not there, or no longer what its manifest says."""
+
+
+# The storage refusing a write (no permission, read-only, full, over a size or name limit): a retry
+# meets the same refusal; the user has to free space or choose another run.root.
+STORAGE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG,
+                            errno.ENAMETOOLONG})
+
+
+def storage_refused(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS
 
 
 class RunInUseError(RuntimeError):

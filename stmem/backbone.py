@@ -35,7 +35,9 @@ class Backbone(nn.Module):
               dropout: float) -> "Backbone":
         if cfg.path:
             kind = AutoConfig.from_pretrained(cfg.path).model_type
-            return cls(AutoModel.from_pretrained(cfg.path, **({"add_pooling_layer": False} if kind == "bert" else {})))
+            # safetensors only: a pytorch_model.bin is a pickle, and unpickling can run code
+            return cls(AutoModel.from_pretrained(cfg.path, use_safetensors=True,
+                                                 **({"add_pooling_layer": False} if kind == "bert" else {})))
         config = AutoConfig.for_model(
             cfg.type, vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
             num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,

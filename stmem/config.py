@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import warnings
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -30,8 +32,8 @@ class ConfigError(ValueError):
 
 
 class RunConfig(Section):
-    # a directory name under root, never a path out of it
-    name: str = Field("demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    # a directory name under root, never a path out of it; a file system takes at most 255 bytes a name
+    name: str = Field("demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=128)
     root: str = "runs"  # run directory is <root>/<name>
     seed: int = 0
     retries: int = Field(1, ge=0)  # Prefect retries per stage task, for transient errors only
@@ -45,6 +47,15 @@ class RunConfig(Section):
     # earlier outputs of each stage kept in <run dir>/versions/<stage>/<key>/, reused when a config goes
     # back to what made one (0: none kept)
     keep_outputs: int = Field(2, ge=0)
+
+    @field_validator("root")
+    @classmethod
+    def _no_quote(cls, root: str) -> str:
+        # MLflow's run search, which the train stage makes, quotes the absolute run directory in ' and
+        # has no escape for one inside it
+        if "'" in str(Path(root).resolve()):
+            raise ValueError(f"{Path(root).resolve()} holds a ' (quote), which MLflow's run search cannot take")
+        return root
 
     @field_validator("dask_address")
     @classmethod
@@ -335,6 +346,10 @@ BY_CONTENT = frozenset({"corpus.path", "corpus.questions", "kg.external_kg", "da
 TRAIN_SECTIONS = ("model", "train", "run.seed", "corpus.word_classes", "extract.spacy_model")
 
 
+def _shorten(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
 def _describe(err: ValidationError, source: str) -> str:
     e = err.errors()[0]
     # a discriminated union puts the chosen member's tag in the path: model.memory.routed.slots
@@ -345,17 +360,79 @@ def _describe(err: ValidationError, source: str) -> str:
     if e["type"] == "extra_forbidden":
         return f"{source}: unknown config key '{key}'"
     got = e.get("input")
-    got_txt = f" (got {got!r})" if not isinstance(got, dict) else ""
+    got_txt = f" (got {_shorten(repr(got))})" if not isinstance(got, dict) else ""
     return f"{source}: invalid value for '{key}': {e['msg']}{got_txt}"
+
+
+# Deeper than any config needs, far shallower than Python's recursion limit.
+MAX_YAML_DEPTH = 32
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """YAML this loader will not read, though a YAML parser would."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML as a config means it: plain data, each key once, ``1e-4`` a number.
+
+    No anchors or aliases: a few hundred bytes of nested aliases expand to
+    gigabytes ("billion laughs"), and a config has no need of them.
+    """
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise _Refused(problem="YAML anchors and aliases (&, *) are not accepted in a config",
+                           problem_mark=event.start_mark)
+        if self._depth >= MAX_YAML_DEPTH:
+            raise _Refused(problem=f"nested more than {MAX_YAML_DEPTH} levels deep", problem_mark=event.start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        # PyYAML keeps the last of repeated keys; in a config the first would be silently ignored
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # PyYAML refuses it below
+            if key in seen:
+                raise _Refused(problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+# YAML 1.1 reads a number without a dot, 1e-4 or 5E3, as a string; YAML 1.2 and every user read a float
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"))
+
+
+def _parse_yaml(text: str, where: str, line: bool = True) -> Any:
+    """``text`` read with ``_ConfigLoader``; what it refuses is a ``ConfigError`` naming ``where`` (and the line)."""
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f":{mark.line + 1}" if line and mark else ""
+        problem = getattr(exc, "problem", None) or "unreadable"
+        what = problem if isinstance(exc, _Refused) else f"not valid YAML: {problem}"
+        raise ConfigError(f"{where}{at}: {what}") from None
 
 
 def _apply_override(data: dict, item: str) -> None:
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected key=value")
     key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw != "" else ""
+    key = key.strip()
+    value = _parse_yaml(raw, f"--set {key}", line="\n" in raw) if raw != "" else ""
     node = data
-    parts = key.strip().split(".")
+    parts = key.split(".")
     for p in parts[:-1]:
         child = node.setdefault(p, {})
         if not isinstance(child, dict):
@@ -379,11 +456,7 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{path}: config file not found")
     if p.resolve() in _seen:
         raise ConfigError(f"{path}: 'extends' loops back to this file")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML") from None
+    data = _parse_yaml(p.read_text(), str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     base = data.pop("extends", None)

@@ -44,6 +44,9 @@ class Stage:
     resumable: bool = False  # keep its temporary directory after a crash (training checkpoints)
     # packages whose whole source goes into its output, beyond the modules it imports
     ships: tuple[str, ...] = ()
+    # "module:function", (cfg) -> None: raises ConfigError for what only an installed library can check
+    # (a PyKEEN model name, a spaCy model), before any stage runs
+    check: str | None = None
 
     @property
     def needs(self) -> tuple[str, ...]:
@@ -56,11 +59,11 @@ GRAPH: dict[str, Stage] = {s.name: s for s in (
     Stage("extract", reads={"ingest": ("corpus.parquet",)},
           writes=("mentions.parquet", "triples.parquet", "entity_aliases.parquet"),
           sections=("extract",), build="tasks.extract:build",
-          extra_inputs="tasks.kg:external_files"),  # the KG's entity names are found in the text
+          extra_inputs="tasks.kg:external_files", check="tasks.extract:check"),  # the KG's entity names are found in the text
     Stage("kg", reads={"extract": ("triples.parquet",)},
           writes=("entity_embeddings.safetensors", "entity_index.parquet", "kg_metrics.json"),
           sections=("kg", "model.kg_fusion"), build="tasks.kg:build",
-          extra_inputs="tasks.kg:external_files"),
+          extra_inputs="tasks.kg:external_files", check="tasks.kg:check"),
     Stage("dataset", reads={"ingest": ("corpus.parquet",), "extract": ("mentions.parquet", "entity_aliases.parquet"),
                             "kg": ("entity_index.parquet",)},
           writes=(*map(split_path, SPLITS), "tokenizer.json", "dataset_info.json",
@@ -74,7 +77,7 @@ GRAPH: dict[str, Stage] = {s.name: s for s in (
                   "test_predictions.parquet", "mlflow_run.json"),
           sections=TRAIN_SECTIONS,
           build="tasks.train:build", extra_inputs="tasks.train:start_model",
-          resumable=True),
+          resumable=True, check="tasks.train:check"),
     Stage("register", reads={"train": ("model.safetensors", "eval.json", "history.json", "test_predictions.parquet"),
                              "kg": ("kg_metrics.json",), "ingest": ("corpus.parquet",),  # plots by distance
                              "dataset": (split_path("test"),),  # the test figure is recomputed before registering
@@ -92,6 +95,13 @@ def downstream(stages: tuple[str, ...] | list[str]) -> set[str]:
         if out & set(s.needs):
             out.add(s.name)
     return out
+
+
+def check_stages(cfg: Config, names: tuple[str, ...] | list[str]) -> None:
+    """The ``check`` of each named stage: a misspelt component is a ConfigError now, not a failed task."""
+    for name in names:
+        if GRAPH[name].check:
+            load(GRAPH[name].check)(cfg)
 
 
 def load(ref: str) -> Callable:

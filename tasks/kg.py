@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from stmem.config import Config
+from stmem.config import Config, ConfigError
 
 
 def external_files(cfg: Config) -> list[Path]:
@@ -10,6 +10,34 @@ def external_files(cfg: Config) -> list[Path]:
     from kg_pipeline.kg_files import external_kg_files
 
     return external_kg_files(Path(cfg.kg.external_kg))
+
+
+def check(cfg: Config) -> None:
+    """kg.model and the initializers and constrainers in kg.model_kwargs are names PyKEEN knows."""
+    if not cfg.model.kg_fusion:
+        return  # no KG is trained
+    from difflib import get_close_matches
+
+    from pykeen.models import model_resolver
+    from pykeen.nn.init import initializer_resolver
+    from pykeen.nn.representation import constrainer_resolver
+
+    try:
+        model_resolver.lookup(cfg.kg.model)
+    except KeyError:
+        near = get_close_matches(model_resolver.normalize(cfg.kg.model), model_resolver.lookup_dict, n=5, cutoff=0.5)
+        hint = f"; nearest: {', '.join(model_resolver.lookup_dict[n].__name__ for n in near)}" if near else ""
+        raise ConfigError(f"kg.model: {cfg.kg.model!r} is not a PyKEEN model{hint}") from None
+    for key, resolver in (("entity_initializer", initializer_resolver), ("relation_initializer", initializer_resolver),
+                          ("entity_constrainer", constrainer_resolver),
+                          ("relation_constrainer", constrainer_resolver)):
+        value = cfg.kg.model_kwargs.get(key)
+        if isinstance(value, str):
+            try:
+                resolver.lookup(value)
+            except KeyError:
+                raise ConfigError(f"kg.model_kwargs.{key}: {value!r} is not one of PyKEEN's "
+                                  f"({', '.join(sorted(resolver.lookup_dict))})") from None
 
 
 def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:

@@ -6,7 +6,8 @@ hashes, or it is forced; its log line says which, and what changed
 (``tasks.graph.changes``). An earlier output of the same key, kept from
 before (``run.keep_outputs``), is put back instead of built again. It fixes
 its inputs before the work: the key is computed from the upstream manifests
-first, so what it records is what it read. Bad input is never retried;
+first, so what it records is what it read. Bad input, and storage that
+refuses a write (``storage_refused``), are never retried;
 anything else is, ``run.retries`` times.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ from corpora import CorpusError
 from kg_pipeline import KGInputError
 from serving.errors import RegistrationRefused
 from stmem.artifacts import (MissingArtifactError, RunInUseError, altered, digest, read_manifest, restore_earlier,
-                             run_lock, stage_output)
+                             run_lock, stage_output, storage_refused)
 from stmem.config import Config, ConfigError
 from stmem.layout import RunLayout
 from tasks.graph import GRAPH, changes, load, stage_inputs, stage_key
@@ -38,8 +39,8 @@ def _retry_unless_bad_input(task, task_run, state) -> bool:
         state.result()
     except BAD_INPUT:
         return False
-    except Exception:
-        return True
+    except Exception as exc:
+        return not storage_refused(exc)
     return False
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from stmem.config import Config
+from stmem.config import Config, ConfigError
 
 START_MODEL_FILES = ("model.safetensors", "model_config.json", "tokenizer.json")  # its tokens map by string
 
@@ -28,6 +28,22 @@ def start_model(cfg: Config) -> list[Path]:
 
         raise MissingArtifactError(f"train.init_from: {d} has no {', '.join(missing)}; train that model first")
     return files + [d / f for f in START_MODEL_FILES]
+
+
+def check(cfg: Config) -> None:
+    """model.backbone.path, when set, is a pretrained directory with safetensors weights: we never unpickle."""
+    path = cfg.model.backbone.path
+    if path is None:
+        return
+    d = Path(path)
+    if not (d / "config.json").is_file():
+        raise ConfigError(f"model.backbone.path: {path} is not a pretrained model directory (no config.json)")
+    if not any((d / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")):
+        # torch.save's weights: loading them unpickles, which can run any code the file holds
+        pickled = [f for f in ("pytorch_model.bin", "pytorch_model.bin.index.json") if (d / f).is_file()]
+        held = (f"holds {pickled[0]}, a pickle, and no model.safetensors: pickles are never loaded (save the "
+                "model with safe_serialization=True)") if pickled else "holds no model.safetensors"
+        raise ConfigError(f"model.backbone.path: {path} {held}")
 
 
 def run_tags(cfg: Config, inputs: dict[str, Path]) -> dict[str, str]:

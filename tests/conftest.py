@@ -51,14 +51,14 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 TINY_CONFIG = REPO / "tests" / "tiny.yaml"
 
 
-def stmem_cli(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """``stmem ARGS`` in a fresh process, as a user runs it."""
+def stmem_cli(*args: str, timeout: int = 300, env: dict | None = None, **run_kwargs) -> subprocess.CompletedProcess:
+    """``stmem ARGS`` in a fresh process, as a user runs it; ``run_kwargs`` go to ``subprocess.run``."""
     # not MLFLOW_TRACKING_URI from this process: MLflow sets it in-process when a test registers a model,
     # and a command would then find that test's store instead of its own config's
     inherited = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env = {**inherited, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(env or {})}
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, **run_kwargs)
 
 
 def error_lines(stderr: str) -> list[str]:

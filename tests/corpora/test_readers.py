@@ -104,6 +104,9 @@ GOOD = {"id": "a", "context": "Mary went home.", "question": "Where is Mary?", "
 
 @pytest.mark.parametrize("line3, words", [
     ('{"id": "a", "context": "x", ', "invalid JSON"),
+    # json.loads keeps the last value: "home" would be read as "garden" without a word
+    ('{"id": "c", "context": "Mary went home.", "question": "Where is Mary?", "answer": "home", "answer": "garden"}',
+     "duplicate key 'answer'"),
     ('["not", "an", "object"]', "a record must be a JSON object, got list"),
     ({k: v for k, v in GOOD.items() if k != "answer"}, "field 'answer' is missing"),
     ({**GOOD, "question": 5}, "field 'question' must be a string, got int"),
@@ -243,6 +246,8 @@ OK_TURNS = turns(("user", "Hi"), ("assistant", "Hello"))
     ({"id": 4, "turns": OK_TURNS}, "field 'id' must be a string, got int"),
     ({"id": "d", "turns": OK_TURNS}, "field 'id' 'd' is also the id of the dialogue at line 1"),
     ("{not json}", "invalid JSON"),
+    ('{"id": "e", "turns": [{"speaker": "user", "text": "Hi", "text": "Bye"}, {"speaker": "assistant", "text": "Hello"}]}',
+     "duplicate key 'text'"),
 ])
 def test_bad_dialogue_names_file_line_and_turn(tmp_path, line2, words):
     path = write_jsonl(tmp_path / "d.jsonl", [{"id": "d", "turns": OK_TURNS}, line2])

@@ -53,3 +53,19 @@ def test_minilm_encoder_starts_from_its_weights_learns_and_reloads_without_its_d
                               device=torch.device("cpu"))
     gold = [e["answer"] for e in test]
     assert sum(a == g for a, g in zip(answers, gold)) / len(gold) == eval_json["test"]["accuracy"]
+
+
+def test_a_pickled_backbone_is_never_loaded(tmp_path):
+    # transformers would torch.load a pytorch_model.bin (a pickle); the backbone reads safetensors only
+    import pytest
+    from transformers import BertConfig, BertModel
+
+    from stmem.backbone import Backbone
+    from stmem.config import BackboneConfig
+
+    bert = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=32))
+    bert.config.save_pretrained(tmp_path)
+    torch.save(bert.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(OSError, match="no file named model.safetensors"):
+        Backbone.build(BackboneConfig(path=str(tmp_path)), vocab_size=50, pad_id=0, max_positions=32, dropout=0.1)

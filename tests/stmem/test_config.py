@@ -103,3 +103,67 @@ def test_kg_kwargs_outside_the_allow_list_are_refused():
     with pytest.raises(ConfigError, match=r"kg.optimizer_kwargs: params not among"):
         load_config(None, ['kg.optimizer_kwargs={"params": []}'])
     assert load_config(None, ['kg.training_kwargs={"num_epochs": 2, "batch_size": 8}']).kg.training_kwargs["num_epochs"] == 2
+
+
+def _refused(tmp_path, text: str) -> str:
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(f)
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+def test_yaml_aliases_are_refused_in_files_and_overrides(tmp_path):
+    # a "billion laughs": nine levels of nine aliases each, a few hundred bytes that expand to gigabytes
+    # when the stage keys hash the section; the allow-listed kg.model_kwargs.dropout takes any value
+    levels = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]'] + [
+        f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi")]
+    bomb = "kg:\n  model_kwargs:\n    dropout:\n" + "".join(f"      {line}\n" for line in levels)
+    assert _refused(tmp_path, bomb) == f"{tmp_path / 'c.yaml'}:4: YAML anchors and aliases (&, *) are not accepted in a config"
+    # an anchor alone too, and in a --set value
+    assert ":2: YAML anchors" in _refused(tmp_path, "run: {seed: 1}\ntrain: &t\n  epochs: 2\n")
+    with pytest.raises(ConfigError, match=r"^--set kg.model_kwargs: YAML anchors and aliases"):
+        load_config(None, ["kg.model_kwargs={embedding_dim: &d 8, dropout: *d}"])
+
+
+def test_duplicate_keys_are_refused(tmp_path):
+    assert _refused(tmp_path, "train:\n  epochs: 2\n  lr: 0.1\n  epochs: 3\n") == \
+        f"{tmp_path / 'c.yaml'}:4: duplicate key 'epochs'"
+    assert ":3: duplicate key 'train'" in _refused(tmp_path, "train: {epochs: 2}\nrun: {seed: 1}\ntrain: {lr: 0.1}\n")
+    with pytest.raises(ConfigError, match=r"^--set kg.model_kwargs: duplicate key 'dropout'$"):
+        load_config(None, ["kg.model_kwargs={dropout: 0.1, dropout: 0.2}"])
+
+
+def test_exponent_numbers_are_floats(tmp_path):
+    # YAML 1.1 reads a number without a dot as a string
+    cfg = load_config(None, ["train.lr=1e-4", "train.weight_decay=5E-3", "train.grad_clip=1e4", "kg.seed=1"])
+    assert (cfg.train.lr, cfg.train.weight_decay, cfg.train.grad_clip) == (1e-4, 5e-3, 1e4)
+    f = tmp_path / "c.yaml"
+    f.write_text("train: {lr: 3e-4, weight_decay: 1.5e2}\n")
+    assert (load_config(f).train.lr, load_config(f).train.weight_decay) == (3e-4, 150.0)
+    # a real string is still a schema error naming the key
+    with pytest.raises(ConfigError, match=r"invalid value for 'train.lr': .* \(got '1e-4x'\)"):
+        load_config(None, ["train.lr=1e-4x"])
+
+
+def test_invalid_or_too_deep_yaml_names_the_option_or_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"^--set train.lr: not valid YAML: expected ',' or '\]'"):
+        load_config(None, ["train.lr=[1"])
+    deep = "[" * 20000 + "]" * 20000
+    with pytest.raises(ConfigError, match=r"^--set kg.model_kwargs: nested more than 32 levels deep$"):
+        load_config(None, [f"kg.model_kwargs={{dropout: {deep}}}"])
+    assert _refused(tmp_path, f"kg:\n  model_kwargs:\n    dropout: {deep}\n") == \
+        f"{tmp_path / 'c.yaml'}:3: nested more than 32 levels deep"
+    block = "".join(f"{'  ' * i}k{i}:\n" for i in range(1000))  # block style: indentation, not brackets
+    assert "nested more than 32 levels deep" in _refused(tmp_path, block)
+
+
+def test_run_name_length_and_quote_in_run_root(tmp_path):
+    # a file system takes 255 bytes a name: mkdir would fail with "File name too long"
+    with pytest.raises(ConfigError, match=r"'run.name': String should have at most 128 characters \(got 'aaa.*\.\.\.\)$"):
+        load_config(None, ["run.name=" + "a" * 300])
+    # MLflow's run search in the train stage quotes the run directory in '...'
+    with pytest.raises(ConfigError, match=r"'run.root': .*it's holds a ' \(quote\), which MLflow's run search"):
+        load_config(None, [f"run.root={tmp_path}/it's"])
+    assert load_config(None, [f'run.root={tmp_path}/say "x"']).run.root.endswith('"x"')
