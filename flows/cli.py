@@ -232,6 +232,9 @@ if alive(server):
 """
 
 
+STARTUP_TIMEOUT_S = 180  # how long a command waits for its temporary Prefect server to answer
+
+
 @contextlib.contextmanager
 def _prefect_api():
     """Prefect's temporary server, owned by this command, unless ``PREFECT_API_URL`` names a server.
@@ -246,8 +249,12 @@ def _prefect_api():
         return
     from prefect.server.api.server import SubprocessASGIServer
 
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
     server = SubprocessASGIServer()
-    server.start()
+    # Prefect gives its server 20 s to answer; on a machine busy with trainings it took longer and the
+    # whole run failed ("Timed out while attempting to connect to ephemeral Prefect API server")
+    server.start(timeout=max(STARTUP_TIMEOUT_S, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
     subprocess.Popen([sys.executable, "-c", _GUARD, str(os.getpid()), str(server.server_process.pid)],
                      start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                      stderr=subprocess.DEVNULL)
