@@ -290,18 +290,21 @@ class Config(Section):
         """Stable hash of the named sections ("train", or one field: "run.seed"), for stage keys.
 
         Settings that change how a stage runs but not what it makes
-        (``EXECUTION_ONLY``) are left out, so changing them reuses the output.
+        (``EXECUTION_ONLY``) are left out, so changing them reuses the output;
+        so are paths keyed by the content of their files (``BY_CONTENT``).
         """
         data = {}
         for name in sections:
             section, _, field = name.partition(".")
             value = getattr(self, section).model_dump(mode="json")
             data[name] = value[field] if field else {k: v for k, v in value.items()
-                                                       if f"{section}.{k}" not in EXECUTION_ONLY}
+                                                       if f"{section}.{k}" not in EXECUTION_ONLY | BY_CONTENT}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 EXECUTION_ONLY = {"train.progress", "train.num_threads", "train.checkpoint_every"}
+# Paths whose files' content a stage key holds instead (the start model: tasks.train.start_model).
+BY_CONTENT = {"train.init_from"}
 # What a trained model depends on in the config: the train stage's key, in the pipeline and alone.
 TRAIN_SECTIONS = ("model", "train", "run.seed", "corpus.word_classes", "extract.spacy_model")
 

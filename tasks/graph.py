@@ -123,7 +123,9 @@ def stage_inputs(cfg: Config, stage: Stage, dirs: dict[str, Path]) -> dict:
 
 
 def stage_key(stage: Stage, inputs: dict) -> str:
-    return digest({"stage": stage.name, **inputs})
+    # Files from outside the run count by content, not by path (the manifest still names them): a parent
+    # model retrained in place changes the key, the same parent found under another run root does not.
+    return digest({"stage": stage.name, **inputs, "files": list(inputs["files"].values())})
 
 
 def stale(cfg: Config, name: str) -> str | None:
