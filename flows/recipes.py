@@ -63,8 +63,8 @@ def chain(config_path: str | None, overrides: list[str]) -> list[tuple[str | Non
         path, over, cfg = out[i]
         if cfg.register.tracking_uri not in (None, store):
             raise ConfigError(f"register.tracking_uri: run '{cfg.run.name}' names {cfg.register.tracking_uri}, but "
-                              f"its recipe registers into one store, run '{out[0][2].run.name}''s ({store}); "
-                              "set it there, or for all with --set")
+                              f"a recipe registers into one store, that of its first run '{out[0][2].run.name}' "
+                              f"({store}); set it there, or for every run with --set")
         start = str(out[i - 1][2].run_dir / "train")
         out[i] = (path, over, cfg.model_copy(update={
             "train": cfg.train.model_copy(update={"init_from": start}),

@@ -6,8 +6,7 @@ import pytest
 
 from flows.recipes import chain
 from serving.registry import default_tracking_uri, mlflow_store
-from stmem.config import ConfigError
-from tests.conftest import TINY_CONFIG
+from tests.conftest import TINY_CONFIG, stmem_cli
 
 
 @pytest.fixture
@@ -33,11 +32,13 @@ def test_every_run_of_a_recipe_registers_into_its_first_runs_store(conf, tmp_pat
     assert [cfg.register.tracking_uri for _, _, cfg in runs] == ["http://127.0.0.1:5000"] * 2
 
 
-def test_a_later_run_naming_another_store_is_refused_in_one_line(conf):
+def test_a_later_run_naming_another_store_is_refused_in_one_line(conf, tmp_path):
     (conf / "tiny-ft.yaml").write_text("extends: tiny.yaml\nrun: {name: tiny-ft}\ntrain: {init_from: 'run:tiny'}\n"
                                        "register: {tracking_uri: 'http://127.0.0.1:5000'}\n")
-    with pytest.raises(ConfigError) as err:
-        chain(str(conf / "tiny-ft.yaml"), [])
-    assert str(err.value).startswith("register.tracking_uri: run 'tiny-ft' names http://127.0.0.1:5000, but its "
-                                     "recipe registers into one store, run 'tiny''s (sqlite:///")
-
+    root = tmp_path / "runs"
+    res = stmem_cli("run", "--config", str(conf / "tiny-ft.yaml"), "--set", f"run.root={root}")
+    assert res.returncode == 2
+    assert res.stderr == ("stmem: error: register.tracking_uri: run 'tiny-ft' names http://127.0.0.1:5000, but a "
+                          "recipe registers into one store, that of its first run 'tiny' "
+                          f"({default_tracking_uri(root / 'tiny')}); set it there, or for every run with --set\n")
+    assert not root.exists()
