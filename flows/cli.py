@@ -107,7 +107,7 @@ def _print_summary(run_dir: Path, started: str) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
+    cfg = _run_config(args)
     if not args.context.is_file():
         raise FileNotFoundError(f"{args.context}: context file not found")
     context = args.context.read_text(encoding="utf-8")
@@ -141,6 +141,13 @@ def _registry_from_env(args: argparse.Namespace) -> None:
             args.overrides.append(f"register.tracking_uri={_ENV_TRACKING_URI}")
 
 
+def _run_config(args: argparse.Namespace):
+    """The config as ``stmem run`` makes it: a recipe's later runs register into its first run's store."""
+    from flows.recipes import chain
+
+    return chain(args.config, args.overrides)[-1][2]
+
+
 def _store_uri(cfg) -> str:
     """The config's MLflow tracking URI; a local store that does not exist yet is an error, not created."""
     from serving.registry import mlflow_store
@@ -154,7 +161,7 @@ def _store_uri(cfg) -> str:
 
 def _serve(args: argparse.Namespace) -> int:
     """Replace this process with ``mlflow models serve`` on the config's registry (so signals reach it)."""
-    cfg = load_config(args.config, args.overrides)
+    cfg = _run_config(args)
     uri = _store_uri(cfg)
     model = args.model or f"models:/{cfg.register.model_name}@champion"
     bin_dir = Path(sys.executable).parent  # the server execs uvicorn from PATH: this environment's first
@@ -166,7 +173,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _move_alias(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
+    cfg = _run_config(args)
     from serving.registry import promote, rollback
 
     uri = _store_uri(cfg)

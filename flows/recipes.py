@@ -3,7 +3,11 @@
 The parent's config is ``NAME.yaml`` beside the child's (its ``run.name``
 must be NAME). The child's ``--set`` options that say where and how to run,
 not what to make (``INHERITED``), apply to the parent too; a seed given to
-the child does not: the models a chain starts from are trained once.
+the child does not: the models a chain starts from are trained once. Every
+run of a chain registers into the MLflow store of its first run (its
+``register.tracking_uri``, else the SQLite store in its run directory), so
+the lineage is followed in one store and the first run, made alone or as a
+parent, is the same run.
 """
 from __future__ import annotations
 
@@ -55,9 +59,20 @@ def chain(config_path: str | None, overrides: list[str],
         if parent is None:
             break
         path, over = parent
-    # each child starts from its parent's trained model
+    if len(out) > 1:
+        from serving.registry import mlflow_store
+
+        store = mlflow_store(out[0][2].register.tracking_uri, out[0][2].run_dir)[0]
+    # each child starts from its parent's trained model, and registers where the first run does, so the
+    # whole lineage is in one MLflow store
     for i in range(1, len(out)):
         path, over, cfg = out[i]
+        if cfg.register.tracking_uri not in (None, store):
+            raise ConfigError(f"register.tracking_uri: run '{cfg.run.name}' names {cfg.register.tracking_uri}, but "
+                              f"a recipe registers into one store, that of its first run '{out[0][2].run.name}' "
+                              f"({store}); set it there, or for every run with --set")
         start = str(out[i - 1][2].run_dir / "train")
-        out[i] = (path, over, cfg.model_copy(update={"train": cfg.train.model_copy(update={"init_from": start})}))
+        out[i] = (path, over, cfg.model_copy(update={
+            "train": cfg.train.model_copy(update={"init_from": start}),
+            "register": cfg.register.model_copy(update={"tracking_uri": store})}))
     return out

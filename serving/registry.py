@@ -115,14 +115,17 @@ def mlflow_store(tracking_uri: str | None, run_dir: Path) -> tuple[str, Path | N
     """``(tracking URI, artifact root of a new experiment)`` for a run.
 
     ``tracking_uri`` (``register.tracking_uri``), else the run directory's
-    SQLite store with artifacts in ``<run_dir>/mlartifacts``. A tracking
-    server keeps its own artifact store (``mlflow server`` proxies it), so
-    another machine can load the models. (Not ``MLFLOW_TRACKING_URI``: MLflow
-    sets it in-process; the CLI reads it once, when it starts.)
+    SQLite store. A SQLite store keeps artifacts in ``mlartifacts`` beside
+    it (MLflow's default, ``./mlruns``, would follow the working directory;
+    a recipe's later runs use its first run's store). A tracking server
+    keeps its own artifact store (``mlflow server`` proxies it), so another
+    machine can load the models. (Not ``MLFLOW_TRACKING_URI``: MLflow sets it
+    in-process; the CLI reads it once, when it starts.)
     """
-    if tracking_uri:
-        return tracking_uri, None
-    return default_tracking_uri(run_dir), Path(run_dir) / "mlartifacts"
+    uri = tracking_uri or default_tracking_uri(run_dir)
+    if uri.startswith("sqlite:///"):
+        return uri, Path(uri[len("sqlite:///"):]).parent / "mlartifacts"
+    return uri, None
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:

@@ -40,6 +40,7 @@ def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="stmem-plots-") as tmp:
         plots = training_plots(train, inputs["ingest"] / "corpus.parquet", Path(tmp) / "plots")
         result = _register(cfg, train, kg, manifests, run_id, plots, test_set, card)
+    _tag_lineage(cfg, result)
     (out / "registration.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -59,7 +60,27 @@ def _sources(cfg: Config, inputs: dict[str, Path], test_set: str) -> dict[str, s
     if "stmem.init_from" in tags:
         sources["parent (train.init_from)"] = tags["stmem.init_from"]
         sources["parent MLflow run"] = tags.get("stmem.parent_run_id", "unknown")
+        sources["parent registered model"] = tags.get("stmem.parent_model_uri", "none")
     return sources
+
+
+def _tag_lineage(cfg: Config, result: dict) -> None:
+    """The parent tags on the registered version, and on its run again: the parent may have been
+    registered only after this model's training began."""
+    from tasks.train import parent_tags
+
+    lineage = parent_tags(cfg)
+    if not lineage:
+        return
+    from mlflow import MlflowClient
+
+    from serving.registry import mlflow_store
+
+    uri = mlflow_store(cfg.register.tracking_uri, cfg.run_dir)[0]
+    client = MlflowClient(uri, registry_uri=uri)
+    for k, v in lineage.items():
+        client.set_tag(result["run_id"], k, v)
+        client.set_model_version_tag(cfg.register.model_name, str(result["version"]), k, v)
 
 
 def _register(cfg: Config, train: Path, kg: Path, manifests: list[Path], run_id: str | None,

@@ -56,13 +56,38 @@ def run_tags(cfg: Config, inputs: dict[str, Path]) -> dict[str, str]:
 
     if flow_run.id:
         tags["prefect.flow_run_id"] = str(flow_run.id)
-    if cfg.train.init_from:  # a recipe step: the run whose model this one starts from
-        tags["stmem.init_from"] = cfg.train.init_from
-        from serving.tracking import RUN_FILE
+    return {**tags, **parent_tags(cfg)}
 
-        parent = Path(cfg.train.init_from) / RUN_FILE
-        if parent.is_file():
-            tags["stmem.parent_run_id"] = json.loads(parent.read_text())["run_id"]
+
+def parent_tags(cfg: Config) -> dict[str, str]:
+    """The model this one starts from (``train.init_from``, a recipe step), as MLflow tags.
+
+    ``stmem.init_from``: its directory; ``stmem.parent_run_id``: the MLflow run
+    that trained it; ``stmem.parent_model_uri``: the latest version registered
+    from that run (none until the parent is registered); and
+    ``stmem.parent_tracking_uri`` where that run is in another store than this one's.
+    """
+    if not cfg.train.init_from:
+        return {}
+    from serving.tracking import RUN_FILE
+
+    tags = {"stmem.init_from": cfg.train.init_from}
+    run_file = Path(cfg.train.init_from) / RUN_FILE
+    if not run_file.is_file():  # a model trained outside the pipeline
+        return tags
+    parent = json.loads(run_file.read_text())
+    tags["stmem.parent_run_id"] = parent["run_id"]
+    from mlflow import MlflowClient
+
+    from serving.registry import mlflow_store
+
+    if parent["tracking_uri"] != mlflow_store(cfg.register.tracking_uri, cfg.run_dir)[0]:
+        tags["stmem.parent_tracking_uri"] = parent["tracking_uri"]
+    client = MlflowClient(parent["tracking_uri"], registry_uri=parent["tracking_uri"])
+    made = client.search_model_versions(f"run_id = '{parent['run_id']}'")
+    if made:
+        latest = max(made, key=lambda v: int(v.version))
+        tags["stmem.parent_model_uri"] = f"models:/{latest.name}/{latest.version}"
     return tags
 
 

@@ -9,11 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow import MlflowClient
 
 from serving.registry import default_tracking_uri
-from stmem.artifacts import run_lock
+from stmem.artifacts import file_sha256, run_lock
 from stmem.layout import RunLayout
 from tasks.graph import STAGES
 from tests.conftest import REPO, TINY_CONFIG, error_lines, stmem_cli
@@ -240,29 +241,90 @@ def test_run_killed_during_training_resumes_from_its_checkpoint(tmp_path):
         json.loads((whole / "tiny" / "train" / "eval.json").read_text())["test"]
 
 
-def test_two_step_recipe_runs_its_parent_first_then_skips_both(tmp_path):
-    conf = tmp_path / "conf"
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory) -> tuple[Path, Path]:
+    """A two-step recipe, tiny-ft fine-tuned from tiny: its config directory and the run root it uses."""
+    tmp = tmp_path_factory.mktemp("recipe")
+    conf = tmp / "conf"
     conf.mkdir()
     shutil.copy(TINY_CONFIG, conf / "tiny.yaml")
     (conf / "tiny-ft.yaml").write_text(
         "extends: tiny.yaml\nrun: {name: tiny-ft}\nregister: {model_name: stmem-tiny-ft}\n"
         "train: {epochs: 1, init_from: 'run:tiny', restarts: [{epochs: 1, lr: 0.0005}]}\n")
-    root = tmp_path / "runs"
-    res = stmem_cli("run", "--config", str(conf / "tiny-ft.yaml"), "--set", f"run.root={root}")
+    return conf, tmp / "runs"
+
+
+def recipe_cli(recipe, *args: str, config: str = "tiny-ft.yaml") -> subprocess.CompletedProcess:
+    conf, root = recipe
+    res = stmem_cli(*args, "--config", str(conf / config), "--set", f"run.root={root}")
     assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+# The recipe tests run in file order on one run root, as those above.
+
+def test_two_step_recipe_runs_its_parent_first_then_skips_both(recipe):
+    conf, root = recipe
+    res = recipe_cli(recipe, "run")
     parent, child = root / "tiny", root / "tiny-ft"
     assert summary_lines(res.stdout) == dict.fromkeys(STAGES, "ran")
     train = json.loads((child / "train" / "manifest.json").read_text())
     assert str(parent / "train" / "model.safetensors") in train["inputs"]["files"]  # started from the parent
     assert (child / "train" / "round-1" / "model.safetensors").is_file()  # the first of two rounds
-    uri = default_tracking_uri(child)
+
+    # both runs are in one store, the first run's: the child's tags lead to the parent's run and version
+    assert not (child / "mlflow.db").exists()
+    client = MlflowClient(default_tracking_uri(parent), registry_uri=default_tracking_uri(parent))
     reg = json.loads((child / "register" / "registration.json").read_text())
-    tags = MlflowClient(uri).get_run(reg["run_id"]).data.tags
-    assert tags["stmem.parent_run_id"] == json.loads((parent / "register" / "registration.json").read_text())["run_id"]
+    parent_reg = json.loads((parent / "register" / "registration.json").read_text())
+    parent_run = client.get_run(parent_reg["run_id"])
+    assert parent_run.data.tags["stmem.run"] == "tiny"
+    tags = client.get_run(reg["run_id"]).data.tags
+    assert tags["stmem.parent_run_id"] == parent_run.info.run_id
+    assert tags["stmem.parent_model_uri"] == parent_reg["model_uri"] == "models:/stmem-tiny/1"
+    assert "stmem.parent_tracking_uri" not in tags  # the same store
     assert tags["prefect.flow_run_id"]
+    version = client.get_model_version("stmem-tiny-ft", str(reg["version"]))
+    assert {k: version.tags[k] for k in ("stmem.parent_run_id", "stmem.parent_model_uri")} == {
+        k: tags[k] for k in ("stmem.parent_run_id", "stmem.parent_model_uri")}
+    assert parent_reg["model_uri"] in version.description  # the model card's row
+    # the version the tag names holds the weights the child's training read
+    name, number = tags["stmem.parent_model_uri"].split("/")[1:]
+    used = mlflow.artifacts.download_artifacts(
+        client.get_model_version_download_uri(name, number) + "/artifacts/checkpoint/model.safetensors",
+        dst_path=str(root.parent / "parent-model"), tracking_uri=default_tracking_uri(parent))
+    assert file_sha256(Path(used)) == train["inputs"]["files"][str(parent / "train" / "model.safetensors")]
 
     before = {**manifests(parent), **{f"ft-{k}": v for k, v in manifests(child).items()}}
-    res = stmem_cli("run", "--config", str(conf / "tiny-ft.yaml"), "--set", f"run.root={root}")
-    assert res.returncode == 0, res.stderr[-3000:]
+    res = recipe_cli(recipe, "run")
     assert summary_lines(res.stdout) == dict.fromkeys(STAGES, "reused")
     assert {**manifests(parent), **{f"ft-{k}": v for k, v in manifests(child).items()}} == before
+
+    # the commands that use a registered model find the child's in the recipe's store
+    (root.parent / "story.txt").write_text("Mary went to the kitchen.\nJohn went to the hall.\n")
+    res = recipe_cli(recipe, "predict", "--model", "models:/stmem-tiny-ft@champion", "--context",
+                     str(root.parent / "story.txt"), "--question", "Where is Mary?")
+    assert res.stdout.strip()
+
+
+def test_child_train_key_holds_the_parents_weights_not_their_path(recipe):
+    conf, root = recipe
+    # the same parent under another run root: the child's training is current
+    moved = root.parent / "moved"
+    shutil.copytree(root, moved)
+    res = stmem_cli("stage", "train", "--config", str(conf / "tiny-ft.yaml"), "--set", f"run.root={moved}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert summary_lines(res.stdout)["train"] == "reused"
+
+    # the parent retrained (other weights, in place): the child's training runs again, from them
+    recipe_cli(recipe, "stage", "train", "--set", "train.lr=0.002", config="tiny.yaml")
+    parent, child = root / "tiny", root / "tiny-ft"
+    res = recipe_cli(recipe, "stage", "train")
+    assert summary_lines(res.stdout)["train"] == "ran"
+    files = json.loads((child / "train" / "manifest.json").read_text())["inputs"]["files"]
+    assert files[str(parent / "train" / "model.safetensors")] == file_sha256(parent / "train" / "model.safetensors")
+    client = MlflowClient(default_tracking_uri(parent), registry_uri=default_tracking_uri(parent))
+    tags = client.get_run(json.loads((child / "train" / "mlflow_run.json").read_text())["run_id"]).data.tags
+    parent_run_id = json.loads((parent / "train" / "mlflow_run.json").read_text())["run_id"]
+    assert tags["stmem.parent_run_id"] == parent_run_id and client.get_run(parent_run_id).info.status == "FINISHED"
+    assert "stmem.parent_model_uri" not in tags  # the retrained parent is not registered; version 1 is not it
