@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     when.add_argument("--cron", help="a cron expression, e.g. '0 3 * * *'")
     when.add_argument("--interval", type=float, metavar="SECONDS", help="run every SECONDS")
     dp.add_argument("--stage", choices=STAGES, help="deploy this one stage instead of the whole pipeline")
+    dp.add_argument("--limit", type=int, default=1, metavar="N",
+                    help="runs of the deployment at a time; more wait their turn (default: 1)")
     sv = sub.add_parser("serve", help="serve a registered model over HTTP (mlflow models serve, this environment)")
     sv.add_argument("--model", help="MLflow model URI (default: models:/<register.model_name>@champion)")
     sv.add_argument("--host", default="127.0.0.1")
@@ -291,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "deploy":
             from flows.deploy import deploy
 
-            deploy(args.config, args.overrides, cron=args.cron, interval=args.interval, stage=args.stage)
+            deploy(args.config, args.overrides, cron=args.cron, interval=args.interval, stage=args.stage,
+                   limit=args.limit)
             return 0
         from flows.recipes import chain
 
@@ -301,11 +304,14 @@ def main(argv: list[str] | None = None) -> int:
         runs = chain(args.config, args.overrides, STAGES if args.command == "run" else (args.name,))
         cfg = runs[-1][2]
         run_dir = cfg.run_dir
-        with run_lock(cfg.run_dir):  # refuse at once, before Prefect starts, if another run holds it
+        # before Prefect starts: wait (run.lock_timeout) for another run that holds the directory, then fail
+        with run_lock(cfg.run_dir, wait=cfg.run.lock_timeout,
+                      on_wait=lambda msg: print(f"stmem: {msg}", file=sys.stderr, flush=True)):
             from flows.pipeline import STAGE_FLOWS, pipeline, with_task_runner
 
             _log_to_file(cfg.run_dir)
-            target = with_task_runner(pipeline if args.command == "run" else STAGE_FLOWS[args.name], cfg.run)
+            # the pipeline sets each run's task runner itself
+            target = pipeline if args.command == "run" else with_task_runner(STAGE_FLOWS[args.name], cfg.run)
             with _prefect_api():
                 target(config_path=args.config, overrides=args.overrides, force=args.force)
         _print_summary(cfg.run_dir, started)

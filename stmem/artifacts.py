@@ -34,7 +34,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 MANIFEST = "manifest.json"
 
@@ -229,11 +229,13 @@ _HELD: dict[Path, int] = {}  # run directories this process has locked, with the
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold ``run_dir`` for this process; another process gets ``RunInUseError`` at once.
+def run_lock(run_dir: Path, wait: float = 0, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold ``run_dir`` for this process; another process waits up to ``wait`` seconds, then gets ``RunInUseError``.
 
     An OS lock (flock): it goes with the process, so a killed run leaves no
-    stale lock. Re-entrant within one process (a flow and its tasks).
+    stale lock. Re-entrant within one process (a flow and its tasks). Two
+    runs of one directory that overlap (a schedule and a manual run) take
+    turns: ``on_wait`` is told who holds it, once per holder.
     """
     run_dir = Path(run_dir).resolve()
     if run_dir in _HELD:
@@ -241,14 +243,25 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-        os.close(fd)
-        raise RunInUseError(f"{run_dir}: in use by {holder}; wait for it or use another run.name") from None
+    deadline, told = time.monotonic() + wait, None
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            holder = os.pread(fd, 128, 0).decode(errors="replace").strip() or "another process"
+            left = deadline - time.monotonic()
+            if left <= 0:
+                os.close(fd)
+                waited = f"; waited {wait:g} s (run.lock_timeout)" if wait else ""
+                raise RunInUseError(f"{run_dir}: in use by {holder}{waited}; wait for it or use another "
+                                    "run.name") from None
+            if on_wait is not None and holder != told:
+                on_wait(f"waiting for run {run_dir} held by {holder} (for up to {left:.0f} s, run.lock_timeout)")
+                told = holder
+            time.sleep(min(0.5, left))  # flock has no timeout of its own: poll
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+    os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}".encode(), 0)
     _HELD[run_dir] = fd
     try:
         yield

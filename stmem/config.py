@@ -40,6 +40,9 @@ class RunConfig(Section):
     retry_delay: float = Field(2.0, ge=0)  # seconds before the first retry; doubles for each next
     stage_timeout: dict[Literal["ingest", "extract", "kg", "dataset", "train", "register"],
                         Annotated[float, Field(gt=0)]] = Field(default_factory=dict)  # seconds; none: no limit
+    # seconds a run waits for another process that holds its run directory (a schedule and a manual
+    # run overlapping) before it fails; 0: fail at once
+    lock_timeout: float = Field(3600, ge=0)
     # what runs the tasks a stage submits (extract.shards): threads here, or a Dask cluster (prefect-dask),
     # a local one started for the run or the one at dask_address ("tcp://host:8786")
     task_runner: Literal["thread", "dask"] = "thread"

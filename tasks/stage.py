@@ -12,12 +12,14 @@ anything else is, ``run.retries`` times.
 """
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed
 from prefect.tasks import exponential_backoff
 
 from corpora import CorpusError
@@ -44,8 +46,12 @@ def _retry_unless_bad_input(task, task_run, state) -> bool:
     return False
 
 
-def run_stage(cfg: Config, name: str, dirs: dict[str, str], force: bool = False) -> str:
-    """Run stage ``name`` on the upstream outputs ``dirs`` (stage -> directory) unless its output is current."""
+def run_stage(cfg: Config, name: str, dirs: dict[str, str], force: bool = False):
+    """Run stage ``name`` on the upstream outputs ``dirs`` (stage -> directory) unless its output is current.
+
+    Returns its output directory; when skipped, in a Completed state named
+    Cached, so that Prefect shows the stage as reused, not as run.
+    """
     logger = get_run_logger()
     stage = GRAPH[name]
     out = RunLayout(cfg.run_dir).stage_dir(name)
@@ -59,14 +65,15 @@ def run_stage(cfg: Config, name: str, dirs: dict[str, str], force: bool = False)
             why = altered(out, m)
             if why is None:
                 logger.info("%s: skipped, its inputs, config and code are unchanged (key %s)", name, key)
-                return str(out)
+                return Completed(name="Cached", data=str(out), message=f"{out} is current (key {key})")
         else:
             why = changes(None if m is None else m.get("inputs", {}), inputs)
             kept = restore_earlier(out, key, cfg.run.keep_outputs)
             if kept is not None:
                 logger.info("%s: reused its earlier output of key %s, made %s (%s)", name, key, kept["created_at"],
                             why)
-                return str(out)
+                return Completed(name="Cached", data=str(out), message=f"{out} put back from an earlier output "
+                                                                       f"(key {key})")
         logger.info("%s: started: %s", name, why)
         started = time.time()
         build = load(stage.build)
@@ -79,9 +86,14 @@ def run_stage(cfg: Config, name: str, dirs: dict[str, str], force: bool = False)
         figures = {k: v for k, v in summary.items() if not isinstance(v, (dict, list))}
         logger.info("%s: finished in %.1fs: %s", name, time.time() - started,
                     ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()))
-        create_markdown_artifact(key=f"{name}-summary", description=f"stage {name}", markdown=_report(
-            name, time.time() - started, figures, summary.get("history")))
+        create_markdown_artifact(key=artifact_key(cfg, name), description=f"run {cfg.run.name}, stage {name}",
+                                 markdown=_report(name, time.time() - started, figures, summary.get("history")))
     return str(out)
+
+
+def artifact_key(cfg: Config, stage: str) -> str:
+    """``<run>-<stage>-summary``: each run's artifacts are their own (a key takes lowercase, digits, dashes)."""
+    return re.sub(r"[^a-z0-9-]", "-", f"{cfg.run.name}-{stage}-summary".lower())
 
 
 def _report(name: str, seconds: float, figures: dict, history: list[dict] | None) -> str:
@@ -95,8 +107,10 @@ def _report(name: str, seconds: float, figures: dict, history: list[dict] | None
     return text
 
 
-def stage_task(cfg: Config, name: str):
-    """The Prefect task for stage ``name``, with the config's retries and timeout."""
-    return task(run_stage, name=name, cache_policy=NO_CACHE, persist_result=False,
-                retries=cfg.run.retries, retry_delay_seconds=exponential_backoff(backoff_factor=cfg.run.retry_delay),
-                retry_condition_fn=_retry_unless_bad_input, timeout_seconds=cfg.run.stage_timeout.get(name))
+def run_stage_task(cfg: Config, name: str, dirs: dict[str, str], force: bool = False) -> str:
+    """``run_stage`` as a Prefect task run, with the config's retries and timeout; its output directory."""
+    stage = task(run_stage, name=name, cache_policy=NO_CACHE, persist_result=False,
+                 retries=cfg.run.retries, retry_delay_seconds=exponential_backoff(backoff_factor=cfg.run.retry_delay),
+                 retry_condition_fn=_retry_unless_bad_input, timeout_seconds=cfg.run.stage_timeout.get(name))
+    # the final state, not the value: a skipped stage returns its Cached state; result() raises a failure
+    return stage(cfg, name, dirs, force=force, return_state=True).result()

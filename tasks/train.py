@@ -54,8 +54,12 @@ def run_tags(cfg: Config, inputs: dict[str, Path]) -> dict[str, str]:
             "stmem.dataset_digest": digest(read_manifest(inputs["dataset"])["outputs"])}
     from prefect.runtime import flow_run
 
-    if flow_run.id:
+    if flow_run.id:  # the flow run (named after the run) whose logs and artifacts are this training's
         tags["prefect.flow_run_id"] = str(flow_run.id)
+        from prefect.settings import PREFECT_UI_URL
+
+        if PREFECT_UI_URL.value():  # none without a server's UI
+            tags["prefect.flow_run_url"] = flow_run.ui_url
     return {**tags, **parent_tags(cfg)}
 
 
@@ -122,7 +126,7 @@ def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
         raise
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # finished: the output needs none
     run.end(ok=True)
-    return summary
+    return {**summary, "mlflow_run_id": run.run_id}  # in the stage's Prefect artifact: the way to the MLflow run
 
 
 def _torchrun(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:

@@ -2,6 +2,7 @@
 bad input, a run killed during training, a recipe of two runs. Each runs the real CLI on the tiny config."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -144,14 +145,17 @@ def test_stale_upstream_is_refused_by_a_single_stage(run_dir):
     cli_run(run_dir)  # put the run back as the config makes it, for the tests after
 
 
-def test_second_concurrent_run_is_refused_in_one_line(run_dir):
+def test_second_concurrent_run_waits_then_is_refused_in_one_line(run_dir):
     before = manifests(run_dir)
     with run_lock(run_dir):  # this process holds the run, as a first `stmem run` would
         res = stmem_cli("run", "--config", str(TINY_CONFIG), "--set", f"run.root={run_dir.parent}",
-                        "--set", "train.epochs=1")
+                        "--set", "train.epochs=1", "--set", "run.lock_timeout=1")
     assert res.returncode == 2
-    assert res.stderr == f"stmem: error: {run_dir.resolve()}: in use by pid {os.getpid()}; wait for it or use " \
-                         "another run.name\n"  # refused before Prefect starts: nothing else is printed
+    held = rf"pid {os.getpid()} since \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+    # it waited, saying for whom, then gave up before Prefect started: nothing else is printed
+    assert re.fullmatch(rf"stmem: waiting for run {run_dir.resolve()} held by {held} \(for up to 1 s, "
+                        rf"run.lock_timeout\)\nstmem: error: {run_dir.resolve()}: in use by {held}; waited 1 s "
+                        r"\(run.lock_timeout\); wait for it or use another run.name\n", res.stderr), res.stderr
     assert manifests(run_dir) == before
 
 

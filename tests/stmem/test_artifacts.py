@@ -1,5 +1,6 @@
 import json
 import multiprocessing as mp
+import re
 
 import pytest
 
@@ -96,6 +97,43 @@ def test_run_lock_refuses_a_second_process_and_goes_with_the_first(tmp_path):
     with run_lock(tmp_path):
         with run_lock(tmp_path):  # re-entrant in one process
             pass
+
+
+def test_a_second_run_waits_its_turn_and_says_for_whom(tmp_path):
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold, args=(tmp_path, ready, release))
+    holder.start()
+    assert ready.wait(60)
+    told = []
+
+    def on_wait(msg):  # the holder is named; then it goes, and the wait ends in the lock
+        told.append(msg)
+        release.set()
+
+    with run_lock(tmp_path, wait=120, on_wait=on_wait):
+        holder.join(30)
+        assert holder.exitcode == 0  # it had finished: the lock passed from it to this process
+    assert len(told) == 1, told
+    assert re.fullmatch(rf"waiting for run {tmp_path.resolve()} held by pid {holder.pid} since "
+                        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(for up to \d+ s, run.lock_timeout\)", told[0]), told[0]
+
+
+def test_a_wait_past_its_bound_is_one_line(tmp_path):
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold, args=(tmp_path, ready, release))
+    holder.start()
+    assert ready.wait(60)
+    try:
+        with pytest.raises(RunInUseError) as err:
+            with run_lock(tmp_path, wait=0.2):
+                pass
+    finally:
+        release.set()
+        holder.join(30)
+    assert re.fullmatch(rf"{tmp_path.resolve()}: in use by pid {holder.pid} since \S+; waited 0.2 s "
+                        r"\(run.lock_timeout\); wait for it or use another run.name", str(err.value)), str(err.value)
 
 
 def test_require_names_the_stage(tmp_path):
