@@ -19,10 +19,10 @@ from pathlib import Path
 import flows  # noqa: F401  (offline and no-telemetry defaults before anything else loads)
 from corpora import CorpusError
 from kg_pipeline import KGInputError
-from stmem.artifacts import MissingArtifactError, RunInUseError, run_lock
+from stmem.artifacts import MissingArtifactError, RunInUseError, read_manifest, run_lock
 from stmem.config import ConfigError, load_config
 from stmem.layout import RunLayout
-from tasks.graph import STAGES
+from tasks.graph import SKIPPED, STAGES, stale
 
 EXPECTED_ERRORS = (ConfigError, CorpusError, KGInputError, MissingArtifactError, RunInUseError,
                    FileNotFoundError, ValueError, UnicodeDecodeError, TimeoutError)
@@ -250,6 +250,40 @@ def _prefect_api():
         server.stop()
 
 
+def _to_check(args: argparse.Namespace, runs: list) -> list[tuple]:
+    """``(config, stages)`` for each run this command would run stages of: a recipe's runs too for ``run``."""
+    if args.command == "run":
+        return [(cfg, STAGES) for _, _, cfg in runs]
+    return [(runs[-1][2], (args.name,))]
+
+
+def _nothing_to_run(args: argparse.Namespace, runs: list) -> bool:
+    """Whether every stage the command would run is current (``tasks.graph.stale``), so that each
+    would be skipped: then there is nothing for Prefect to orchestrate, and it is not started."""
+    if args.force:
+        return False
+    try:
+        for cfg, names in _to_check(args, runs):
+            known: dict = {}  # each stage of a run checked once
+            if any(stale(cfg, name, known) for name in names):
+                return False
+    except EXPECTED_ERRORS:
+        return False  # the flow reports it, in the stage it belongs to, as it always has
+    return True
+
+
+def _log_nothing_to_run(args: argparse.Namespace, runs: list) -> None:
+    """The log lines of a command that ran no stage: the skip line each stage would have logged."""
+    log = logging.getLogger("stmem")
+    log.setLevel(logging.INFO)
+    log.info("stmem %s: every stage is current; nothing to run, so no Prefect flow run",
+             " ".join([args.command, *([args.name] if args.command == "stage" else [])]))
+    for cfg, names in _to_check(args, runs):
+        log.info("run '%s' (%s):", cfg.run.name, cfg.run_dir)
+        for name in names:
+            log.info(SKIPPED, name, read_manifest(RunLayout(cfg.run_dir).stage_dir(name))["key"])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -271,13 +305,21 @@ def main(argv: list[str] | None = None) -> int:
 
         runs = chain(args.config, args.overrides)  # fail fast, before Prefect starts
         cfg = runs[-1][2]
-        with run_lock(cfg.run_dir):  # refuse at once, before Prefect starts, if another run holds it
-            from flows.pipeline import STAGE_FLOWS, pipeline, with_task_runner
+        with contextlib.ExitStack() as held:
+            for c, _ in _to_check(args, runs):  # refuse at once, before Prefect starts, if another run holds one
+                held.enter_context(run_lock(c.run_dir))
+            # Prefect's imports and its server are most of a warm command's time: not started for nothing
+            if _nothing_to_run(args, runs):
+                _log_to_file(cfg.run_dir)
+                _log_nothing_to_run(args, runs)
+                print(f"nothing to run: every stage is current (no Prefect flow run; {cfg.run_dir}/stmem.log)")
+            else:
+                from flows.pipeline import STAGE_FLOWS, pipeline, with_task_runner
 
-            _log_to_file(cfg.run_dir)
-            target = with_task_runner(pipeline if args.command == "run" else STAGE_FLOWS[args.name], cfg.run)
-            with _prefect_api():
-                target(config_path=args.config, overrides=args.overrides, force=args.force)
+                _log_to_file(cfg.run_dir)  # after Prefect's import: its console handler gets the filter
+                target = with_task_runner(pipeline if args.command == "run" else STAGE_FLOWS[args.name], cfg.run)
+                with _prefect_api():
+                    target(config_path=args.config, overrides=args.overrides, force=args.force)
         _print_summary(cfg.run_dir, started)
         return 0
     except EXPECTED_ERRORS as exc:
