@@ -19,10 +19,10 @@ from pathlib import Path
 import flows  # noqa: F401  (offline and no-telemetry defaults before anything else loads)
 from corpora import CorpusError
 from kg_pipeline import KGInputError
-from stmem.artifacts import MissingArtifactError, RunInUseError, run_lock, storage_refused
+from stmem.artifacts import MissingArtifactError, RunInUseError, read_manifest, run_lock, storage_refused
 from stmem.config import ConfigError, load_config
 from stmem.layout import RunLayout
-from tasks.graph import STAGES
+from tasks.graph import SKIPPED, STAGES, check_stages, stale
 
 EXPECTED_ERRORS = (ConfigError, CorpusError, KGInputError, MissingArtifactError, RunInUseError,
                    FileNotFoundError, ValueError, UnicodeDecodeError, TimeoutError)
@@ -279,6 +279,40 @@ def _prefect_api():
         server.stop()
 
 
+def _to_check(args: argparse.Namespace, runs: list) -> list[tuple]:
+    """``(config, stages)`` for each run this command would run stages of: a recipe's runs too for ``run``."""
+    if args.command == "run":
+        return [(cfg, STAGES) for _, _, cfg in runs]
+    return [(runs[-1][2], (args.name,))]
+
+
+def _nothing_to_run(args: argparse.Namespace, runs: list) -> bool:
+    """Whether every stage the command would run is current (``tasks.graph.stale``), so that each
+    would be skipped: then there is nothing for Prefect to orchestrate, and it is not started."""
+    if args.force:
+        return False
+    try:
+        for cfg, names in _to_check(args, runs):
+            known: dict = {}  # each stage of a run checked once
+            if any(stale(cfg, name, known) for name in names):
+                return False
+    except EXPECTED_ERRORS:
+        return False  # the flow reports it, in the stage it belongs to, as it always has
+    return True
+
+
+def _log_nothing_to_run(args: argparse.Namespace, runs: list) -> None:
+    """The log lines of a command that ran no stage: the skip line each stage would have logged."""
+    log = logging.getLogger("stmem")
+    log.setLevel(logging.INFO)
+    log.info("stmem %s: every stage is current; nothing to run, so no Prefect flow run",
+             " ".join([args.command, *([args.name] if args.command == "stage" else [])]))
+    for cfg, names in _to_check(args, runs):
+        log.info("run '%s' (%s):", cfg.run.name, cfg.run_dir)
+        for name in names:
+            log.info(SKIPPED, name, read_manifest(RunLayout(cfg.run_dir).stage_dir(name))["key"])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     run_dir = None  # the run's directory, once known: where a write without a file name failed
@@ -300,20 +334,37 @@ def main(argv: list[str] | None = None) -> int:
 
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
-        # fail fast, before Prefect starts
-        runs = chain(args.config, args.overrides, STAGES if args.command == "run" else (args.name,))
+        # fail fast, before Prefect starts; the libraries' checks (tasks.graph.check_stages) only for
+        # stages that will run: they import PyKEEN, seconds a warm command with nothing to do would pay
+        runs = chain(args.config, args.overrides, stages=None)
         cfg = runs[-1][2]
         run_dir = cfg.run_dir
-        # before Prefect starts: wait (run.lock_timeout) for another run that holds the directory, then fail
-        with run_lock(cfg.run_dir, wait=cfg.run.lock_timeout,
-                      on_wait=lambda msg: print(f"stmem: {msg}", file=sys.stderr, flush=True)):
-            from flows.pipeline import STAGE_FLOWS, pipeline, with_task_runner
+        idle = _nothing_to_run(args, runs)
+        if not idle:
+            for c, names in _to_check(args, runs):
+                check_stages(c, names)
+        with contextlib.ExitStack() as held:
+            # wait (run.lock_timeout) for another run that holds a directory, then fail
+            for c, _ in _to_check(args, runs):
+                held.enter_context(run_lock(c.run_dir, wait=c.run.lock_timeout,
+                                            on_wait=lambda msg: print(f"stmem: {msg}", file=sys.stderr, flush=True)))
+            # Prefect's imports and its server are most of a warm command's time: not started for nothing
+            # (checked again under the locks: a run that held them may have changed something)
+            if idle and _nothing_to_run(args, runs):
+                _log_to_file(cfg.run_dir)
+                _log_nothing_to_run(args, runs)
+                print(f"nothing to run: every stage is current (no Prefect flow run; {cfg.run_dir}/stmem.log)")
+            else:
+                if idle:
+                    for c, names in _to_check(args, runs):
+                        check_stages(c, names)
+                from flows.pipeline import STAGE_FLOWS, pipeline, with_task_runner
 
-            _log_to_file(cfg.run_dir)
-            # the pipeline sets each run's task runner itself
-            target = pipeline if args.command == "run" else with_task_runner(STAGE_FLOWS[args.name], cfg.run)
-            with _prefect_api():
-                target(config_path=args.config, overrides=args.overrides, force=args.force)
+                _log_to_file(cfg.run_dir)  # after Prefect's import: its console handler gets the filter
+                # the pipeline sets each run's task runner itself
+                target = pipeline if args.command == "run" else with_task_runner(STAGE_FLOWS[args.name], cfg.run)
+                with _prefect_api():
+                    target(config_path=args.config, overrides=args.overrides, force=args.force)
         _print_summary(cfg.run_dir, started)
         return 0
     except Exception as exc:

@@ -40,17 +40,19 @@ def parent_of(config_path: str | None, overrides: list[str], cfg: Config) -> tup
 
 
 def chain(config_path: str | None, overrides: list[str],
-          stages: tuple[str, ...] = STAGES) -> list[tuple[str | None, list[str], Config]]:
+          stages: tuple[str, ...] | None = STAGES) -> list[tuple[str | None, list[str], Config]]:
     """The runs to make, parents first, ending with this config's; each with its resolved config.
 
-    Each config is checked for the ``stages`` that will run (``tasks.graph.check_stages``).
+    Each config is checked for the ``stages`` that will run (``tasks.graph.check_stages``); None: not
+    checked (the CLI checks only the stages that are not current).
     """
     out: list[tuple[str | None, list[str], Config]] = []
     seen: set[str] = set()
     path, over = config_path, list(overrides)
     while True:
         cfg = load_config(path, over)
-        check_stages(cfg, stages)
+        if stages is not None:
+            check_stages(cfg, stages)
         if cfg.run.name in seen:
             raise ConfigError(f"train.init_from: run '{cfg.run.name}' starts, through its parents, from itself")
         seen.add(cfg.run.name)

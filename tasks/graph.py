@@ -86,6 +86,8 @@ GRAPH: dict[str, Stage] = {s.name: s for s in (
           ships=("serving", "stmem", "corpora", "kg_pipeline")),  # the registered pyfunc's code_paths
 )}
 STAGES = tuple(GRAPH)
+# the log line of a stage whose output is current (name, key); `stmem.log` is searched for it
+SKIPPED = "%s: skipped, its inputs, config and code are unchanged (key %s)"
 
 
 def downstream(stages: tuple[str, ...] | list[str]) -> set[str]:
@@ -180,13 +182,20 @@ def code_files(modules: tuple[str, ...], root: Path = REPO) -> dict[str, str]:
             continue
         if (rel := str(f.relative_to(root))) in out:
             continue
-        tree = ast.parse(f.read_bytes(), filename=str(f))
-        if f.name == "__init__.py":
-            lazy[name] = _lazy_names(tree)
+        out[rel], imported, lazy[name] = _source(f.read_bytes(), str(f), name, f.name == "__init__.py")
         # a package's __init__ before the names taken from it: parents are popped last, so push them last
-        todo += sorted(_imported(tree, name, f.name == "__init__.py"), key=lambda n: -n.count("."))
-        out[rel] = hashlib.sha256(ast.dump(_strip_docstrings(tree)).encode()).hexdigest()[:16]
+        todo += sorted(imported, key=lambda n: -n.count("."))
     return dict(sorted(out.items()))
+
+
+@cache
+def _source(source: bytes, filename: str, module: str, is_package: bool) -> tuple[str, frozenset[str], dict]:
+    """One source file's hash, the modules it may import and its lazy names; by content, so each file
+    is parsed once in a process however many stages' keys it is in (most of a warm command's checks)."""
+    tree = ast.parse(source, filename=filename)
+    lazy = _lazy_names(tree) if is_package else {}
+    imported = frozenset(_imported(tree, module, is_package))
+    return hashlib.sha256(ast.dump(_strip_docstrings(tree)).encode()).hexdigest()[:16], imported, lazy
 
 
 def stage_code(stage: Stage, root: Path = REPO) -> dict[str, str]:
@@ -255,8 +264,20 @@ def changes(before: dict | None, now: dict, limit: int = 6) -> str:
     return "; ".join(found[:limit]) + (f"; and {len(found) - limit} more" if len(found) > limit else "")
 
 
-def stale(cfg: Config, name: str) -> str | None:
-    """Why stage ``name``'s output in the run directory is not what its inputs now make; None if current."""
+def stale(cfg: Config, name: str, known: dict[str, str | None] | None = None) -> str | None:
+    """Why stage ``name``'s output in the run directory is not what its inputs now make; None if current.
+
+    ``known``: the answers already found for ``cfg`` (stage -> answer), added to; asking for several
+    stages with one dict checks each stage once, not once per stage that depends on it.
+    """
+    if known is None:
+        known = {}
+    if name not in known:
+        known[name] = _stale(cfg, name, known)
+    return known[name]
+
+
+def _stale(cfg: Config, name: str, known: dict[str, str | None]) -> str | None:
     stage, layout = GRAPH[name], RunLayout(cfg.run_dir)
     d = layout.stage_dir(name)
     m = read_manifest(d)
@@ -266,7 +287,7 @@ def stale(cfg: Config, name: str) -> str | None:
     if why:
         return why
     for up in stage.needs:
-        why = stale(cfg, up)
+        why = stale(cfg, up, known)
         if why:
             return why
     try:

@@ -29,7 +29,7 @@ from stmem.artifacts import (MissingArtifactError, RunInUseError, altered, diges
                              run_lock, stage_output, storage_refused)
 from stmem.config import Config, ConfigError
 from stmem.layout import RunLayout
-from tasks.graph import GRAPH, changes, load, stage_inputs, stage_key
+from tasks.graph import GRAPH, SKIPPED, changes, load, stage_inputs, stage_key
 
 # Retrying cannot fix bad input; it only repeats the same error.
 BAD_INPUT = (ConfigError, CorpusError, KGInputError, MissingArtifactError, RunInUseError, UnicodeDecodeError,
@@ -64,7 +64,7 @@ def run_stage(cfg: Config, name: str, dirs: dict[str, str], force: bool = False)
         elif m is not None and m.get("key") == key:
             why = altered(out, m)
             if why is None:
-                logger.info("%s: skipped, its inputs, config and code are unchanged (key %s)", name, key)
+                logger.info(SKIPPED, name, key)
                 return Completed(name="Cached", data=str(out), message=f"{out} is current (key {key})")
         else:
             why = changes(None if m is None else m.get("inputs", {}), inputs)

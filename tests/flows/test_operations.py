@@ -67,6 +67,58 @@ def test_unchanged_rerun_skips_every_stage_and_registers_no_new_version(run_dir)
     assert versions(run_dir) == ["1"]
 
 
+def imported(stderr: str) -> set[str]:
+    """The top-level packages a command imported, from its ``PYTHONPROFILEIMPORTTIME`` lines."""
+    return {line.rsplit("|", 1)[1].strip().split(".")[0] for line in stderr.splitlines()
+            if line.startswith("import time:")}
+
+
+def flow_runs() -> int:
+    """The flow runs the suite's Prefect server holds: every command a test runs reports to it."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.count_flow_runs()
+
+
+def test_warm_command_with_nothing_to_run_starts_no_prefect(run_dir):
+    before, runs = manifests(run_dir), flow_runs()
+    for command in (["run"], ["stage", "train"]):
+        # no PREFECT_API_URL: a command that used Prefect would start its temporary server
+        res = stmem_cli(*command, "--config", str(TINY_CONFIG), "--set", f"run.root={run_dir.parent}",
+                        env={"PREFECT_API_URL": "", "PYTHONPROFILEIMPORTTIME": "1"})
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert summary_lines(res.stdout) == dict.fromkeys(STAGES, "reused")
+        assert "nothing to run: every stage is current" in res.stdout
+        assert not {"prefect", "torch", "mlflow", "spacy", "pykeen"} & imported(res.stderr)
+        assert "Starting temporary server" not in res.stderr
+        # what it checked is logged, as the stages' skips are
+        log = (run_dir / "stmem.log").read_text().rsplit(f"stmem {' '.join(command)}: every stage is current; "
+                                                        "nothing to run, so no Prefect flow run\n", 1)
+        assert len(log) == 2 and log[1].count("skipped, its inputs, config and code are unchanged") == \
+            (6 if command == ["run"] else 1)
+        assert f"train: skipped, its inputs, config and code are unchanged (key {json.loads(before['train'])['key']})" \
+            in log[1]
+    cli_run(run_dir)  # with the suite's server at hand: still no flow run
+    assert flow_runs() == runs
+    assert manifests(run_dir) == before
+
+
+def test_stale_stage_still_runs_through_prefect(run_dir):
+    (RunLayout(run_dir).stage_dir("dataset") / "dataset_info.json").unlink()
+    runs, logged = flow_runs(), len((run_dir / "stmem.log").read_text())
+    res = cli_run(run_dir)
+    # the rebuilt dataset is byte for byte the one before: nothing after it runs
+    assert summary_lines(res.stdout) == {**dict.fromkeys(STAGES, "reused"), "dataset": "ran"}
+    assert "nothing to run" not in res.stdout
+    assert flow_runs() == runs + 1  # the pipeline's flow run, on the suite's server
+    log = (run_dir / "stmem.log").read_text()[logged:]  # each stage a Prefect task run
+    assert f"prefect.task_runs INFO dataset: started: {RunLayout(run_dir).stage_dir('dataset')}/dataset_info.json " \
+           "was deleted" in log
+    skipped = [line for line in log.splitlines() if "skipped, its inputs, config and code are unchanged" in line]
+    assert len(skipped) == 5 and all(" prefect.task_runs INFO " in line for line in skipped)
+
+
 def test_training_change_reruns_train_and_register_only(run_dir):
     before = manifests(run_dir)
     res = cli_run(run_dir, "--set", "train.lr=0.002")
