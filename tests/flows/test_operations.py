@@ -128,6 +128,25 @@ def test_second_concurrent_run_is_refused_in_one_line(run_dir):
     assert manifests(run_dir) == before
 
 
+def test_diverged_training_stops_in_one_line_is_not_retried_and_publishes_nothing(run_dir):
+    before, versions_before = manifests(run_dir), versions(run_dir)
+    started = (run_dir / "stmem.log").read_text().count("train: started")
+    res = stmem_cli("stage", "train", "--config", str(TINY_CONFIG), "--set", f"run.root={run_dir.parent}",
+                    "--set", "train.lr=1.0e+30", "--set", "train.warmup_ratio=0", "--set", "run.retries=2",
+                    "--set", "run.retry_delay=0")
+    assert res.returncode == 2
+    assert error_lines(res.stderr) == [
+        "stmem: error: training diverged: the loss is nan at epoch 1, step 2 (optimizer step 2, train.lr 1e+30); "
+        "stopped there, no checkpoint written from it and nothing published; lower train.lr or check the data"]
+    log = (run_dir / "stmem.log").read_text()
+    assert log.count("train: started") == started + 1 and "Retrying" not in log  # tried once
+    assert manifests(run_dir) == before and versions(run_dir) == versions_before
+    uri = default_tracking_uri(run_dir)
+    [last] = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("stmem").experiment_id],
+                                            order_by=["attribute.start_time DESC"], max_results=1)
+    assert last.info.status == "FAILED" and last.data.params["train.lr"] == "1e+30"
+
+
 def test_bad_input_is_not_retried_and_reported_in_one_line(tmp_path):
     babi = tmp_path / "babi"
     babi.mkdir()
