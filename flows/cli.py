@@ -161,10 +161,12 @@ def _serve(args: argparse.Namespace) -> int:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # a models:/ URI is looked up in the registry, not the tracking store
     local = tempfile.mkdtemp(prefix="stmem-serve-")
     try:
         try:
-            path = mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=local, tracking_uri=uri)
+            path = mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=local)
         except MlflowException as exc:
             raise ValueError(f"{model}: cannot load from {uri}: {str(exc).splitlines()[0]}") from None
         print(f"serving {model} from {uri} on http://{args.host}:{args.port}/invocations", flush=True)
