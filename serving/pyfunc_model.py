@@ -75,7 +75,9 @@ class StmemQAModel(mlflow.pyfunc.PythonModel):
 
         self.predictor = Predictor(context.artifacts["checkpoint"], device="cpu")
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    # model_input's type hint: MLflow checks a DataFrame comes in (and stops asking for hints on every load);
+    # the columns are the explicit signature's (serving.registry) and validate_input's
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         contexts, questions = validate_input(model_input)
         if not contexts:
             return pd.DataFrame({"answer": pd.Series([], dtype=object), "score": pd.Series([], dtype=float)})

@@ -35,11 +35,16 @@ def summary_lines(stdout: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+def first_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     root = tmp_path_factory.mktemp("ops")
     res = stmem_cli("run", "--config", str(TINY_CONFIG), "--set", f"run.root={root}")
     assert res.returncode == 0, res.stderr[-3000:]
-    return root / "tiny"
+    return root / "tiny", res
+
+
+@pytest.fixture(scope="module")
+def run_dir(first_run) -> Path:
+    return first_run[0]
 
 
 def prefect_servers() -> set[int]:
@@ -55,6 +60,13 @@ def cli_run(run_dir: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 # The tests below share one run directory and run in file order: each starts from what the one before left.
+
+def test_a_run_shows_no_third_party_warnings(first_run):
+    """PyKEEN's CUDA, pin_memory, batch-size and torch_max_mem notices, MLflow's dataset-source and type-hint
+    warnings: every stage ran (KG, training, registration), and none of them reached the console."""
+    stderr = first_run[1].stderr
+    assert not [line for line in stderr.splitlines() if "Warning" in line or "| WARNING" in line], stderr[-3000:]
+
 
 def test_unchanged_rerun_skips_every_stage_and_registers_no_new_version(run_dir):
     before = manifests(run_dir)
