@@ -11,8 +11,10 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -58,11 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     dp.add_argument("--stage", choices=STAGES, help="deploy this one stage instead of the whole pipeline")
     dp.add_argument("--limit", type=int, default=1, metavar="N",
                     help="runs of the deployment at a time; more wait their turn (default: 1)")
-    sv = sub.add_parser("serve", help="serve a registered model over HTTP (mlflow models serve, this environment)")
+    sv = sub.add_parser("serve", help="serve a registered model over HTTP (MLflow's scoring server, this environment, "
+                        "with request limits)")
     sv.add_argument("--model", help="MLflow model URI (default: models:/<register.model_name>@champion)")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=5001)
     sv.add_argument("--workers", type=int, default=1)
+    sv.add_argument("--timeout", type=int, default=60, metavar="SECONDS", help="a request still working after "
+                    "SECONDS is answered 504 and the model stops working on it (MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT)")
     _config_args(sv)
     pm = sub.add_parser("promote", help="make VERSION of the config's registered model the champion")
     pm.add_argument("version", type=int)
@@ -162,16 +167,29 @@ def _store_uri(cfg) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    """Replace this process with ``mlflow models serve`` on the config's registry (so signals reach it)."""
+    """MLflow's scoring server for the model, in this process, behind ``serving.server``'s limits."""
     cfg = _run_config(args)
     uri = _store_uri(cfg)
     model = args.model or f"models:/{cfg.register.model_name}@champion"
-    bin_dir = Path(sys.executable).parent  # the server execs uvicorn from PATH: this environment's first
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri,
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    print(f"serving {model} from {uri} on http://{args.host}:{args.port}/invocations", flush=True)
-    os.execve(str(bin_dir / "mlflow"), ["mlflow", "models", "serve", "-m", model, "--env-manager", "local",
-                                        "-h", args.host, "-p", str(args.port), "-w", str(args.workers)], env)
+    from serving.server import bind, serve
+
+    sock = bind(args.host, args.port)  # a taken port is refused before anything is loaded or printed
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # a models:/ URI is looked up in the registry, not the tracking store
+    local = tempfile.mkdtemp(prefix="stmem-serve-")
+    try:
+        try:
+            path = mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=local)
+        except MlflowException as exc:
+            raise ValueError(f"{model}: cannot load from {uri}: {str(exc).splitlines()[0]}") from None
+        print(f"serving {model} from {uri} on http://{args.host}:{args.port}/invocations", flush=True)
+        serve(path, sock, workers=args.workers, timeout=args.timeout)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+    return 0
 
 
 def _move_alias(args: argparse.Namespace) -> int:

@@ -7,6 +7,8 @@ the link-prediction metrics (json).
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -77,6 +79,11 @@ def write_no_kg(out_dir: Path, reason: str) -> dict:
     return summary
 
 
+def _cpu_notice(record: logging.LogRecord) -> bool:
+    """False for torch_max_mem's notice that it maximises batch sizes on CPU too (PyKEEN's evaluation asks it to)."""
+    return not record.getMessage().startswith("Encountered tensors on device_types={'cpu'}")
+
+
 def train_kg(*, triples_path: Path, out_dir: Path, model: str = "TransE",
              model_kwargs: dict | None = None, training_kwargs: dict | None = None,
              optimizer_kwargs: dict | None = None, external_kg: Path | None = None,
@@ -138,17 +145,27 @@ def train_kg(*, triples_path: Path, out_dir: Path, model: str = "TransE",
         raise KGInputError(_too_small(triples_path, external_kg, factory, split_ratios,
                                       f"valid={valid.num_triples}, test={test.num_triples} triples"))
 
-    training_kwargs = {"use_tqdm": False, **(training_kwargs or {})}
-    result = pipeline(
-        training=train, validation=valid, testing=test,
-        model=model, model_kwargs=model_kwargs, training_kwargs=training_kwargs,
-        optimizer_kwargs=optimizer_kwargs,
-        negative_sampler=negative_sampler, negative_sampler_kwargs=negative_sampler_kwargs,
-        stopper=stopper, stopper_kwargs=stopper_kwargs,  # "early": stops on the validation split's MRR/Hits
-        # filtered rank-based metrics; the pipeline filters train + valid triples when testing
-        evaluator="rankbased", evaluation_kwargs={"use_tqdm": False},
-        random_seed=seed, device=None,  # None: cuda if there is one, else cpu
-    )
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        logging.getLogger("torch_max_mem.api").addFilter(_cpu_notice)
+    # Say what PyKEEN would otherwise guess and warn about on every CPU run: the device, no pinned
+    # memory without a GPU, and on CPU the evaluation batch size it falls back to (32).
+    training_kwargs = {"use_tqdm": False, "pin_memory": cuda, **(training_kwargs or {})}
+    evaluation_kwargs = {"use_tqdm": False} if cuda else {"use_tqdm": False, "batch_size": 32}
+    with warnings.catch_warnings():
+        # PyKEEN's sub-batch search builds its DataLoader with pin_memory=True whatever training_kwargs say
+        warnings.filterwarnings("ignore", message="'pin_memory' argument is set as true but no accelerator",
+                                category=UserWarning)
+        result = pipeline(
+            training=train, validation=valid, testing=test,
+            model=model, model_kwargs=model_kwargs, training_kwargs=training_kwargs,
+            optimizer_kwargs=optimizer_kwargs,
+            negative_sampler=negative_sampler, negative_sampler_kwargs=negative_sampler_kwargs,
+            stopper=stopper, stopper_kwargs=stopper_kwargs,  # "early": stops on the validation split's MRR/Hits
+            # filtered rank-based metrics; the pipeline filters train + valid triples when testing
+            evaluator="rankbased", evaluation_kwargs=evaluation_kwargs,
+            random_seed=seed, device="cuda" if cuda else "cpu",
+        )
 
     emb = _entity_matrix(result.model)
     entities = sorted(factory.entity_to_id, key=factory.entity_to_id.__getitem__)

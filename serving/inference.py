@@ -7,6 +7,7 @@ saved tokenizer, the same sentence-packed segments.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -72,13 +73,22 @@ class Predictor:
     def answer(self, contexts: list[str], questions: list[str], batch_size: int = 64) -> list[str]:
         return self.predict(contexts, questions, batch_size)[0]
 
-    def predict(self, contexts: list[str], questions: list[str],
-                batch_size: int = 64) -> tuple[list[str], list[float]]:
-        """The answers, and for each the probability the model gives it (``MemoryQA.generate_scored``)."""
+    def predict(self, contexts: list[str], questions: list[str], batch_size: int = 64,
+                deadline: float | None = None) -> tuple[list[str], list[float]]:
+        """The answers, and for each the probability the model gives it (``MemoryQA.generate_scored``).
+
+        ``deadline`` (``time.monotonic()``): past it, ``TimeoutError`` before the next row or batch, so a
+        request its server has given up on stops using the CPU.
+        """
         if len(contexts) != len(questions):
             raise ValueError("contexts and questions differ in length")
+
+        def check(done: int, what: str) -> None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"past its time budget after {done} of {len(contexts)} {what}")
         examples = []
         for row, (c, q) in enumerate(zip(contexts, questions)):
+            check(len(examples), "rows read")
             try:
                 examples.append(self.encode(c, q))
             except ValueError as e:
@@ -86,6 +96,7 @@ class Predictor:
         answers: list[str] = []
         scores: list[float] = []
         for i in range(0, len(examples), batch_size):
+            check(i, "rows answered")
             batch = collate(examples[i:i + batch_size], self.model.vocab.pad_id, self.model.vocab.segment_len)
             ids, probs = self.model.generate_scored(to_device(batch, self.device))
             answers += [decode_answer(self.tokenizer, a) for a in ids]

@@ -7,22 +7,26 @@ sentence per line) and ``question``; output: a DataFrame with columns
 ``answer`` and ``score`` (the probability the model gives that answer).
 
 Bad requests raise ``MlflowException(INVALID_PARAMETER_VALUE)``, which
-``mlflow models serve`` answers with HTTP 400.
+``mlflow models serve`` answers with HTTP 400. Served, a request gets
+``MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT`` seconds: MLflow's server answers 504
+then, and the model stops working on it at its next row or batch.
 """
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+from serving.limits import MAX_CHARS, MAX_REQUEST_CHARS, MAX_ROWS
+
 INPUT_COLUMNS = ("context", "question")
-# Longer requests are refused (400) before any work: the model keeps only its newest
-# max_segments segments anyway, and parsing a megabyte costs seconds of CPU a request.
-MAX_CHARS = {"context": 100_000, "question": 1_000}
-MAX_ROWS = 256
+log = logging.getLogger(__name__)
 
 
 def _bad_request(message: str) -> MlflowException:
@@ -56,6 +60,10 @@ def validate_input(model_input: Any) -> tuple[list[str], list[str]]:
                 raise _bad_request(f"column '{name}', row {row}: {len(value):,} characters, over the limit of "
                                    f"{MAX_CHARS[name]:,}")
         columns[name] = values
+    total = sum(len(v) for values in columns.values() for v in values)
+    if total > MAX_REQUEST_CHARS:
+        raise _bad_request(f"{total:,} characters in one request ({len(model_input)} rows, contexts and questions), "
+                           f"over the limit of {MAX_REQUEST_CHARS:,}; send fewer or shorter rows per request")
     return columns["context"], columns["question"]
 
 
@@ -67,12 +75,19 @@ class StmemQAModel(mlflow.pyfunc.PythonModel):
 
         self.predictor = Predictor(context.artifacts["checkpoint"], device="cpu")
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    # model_input's type hint: MLflow checks a DataFrame comes in (and stops asking for hints on every load);
+    # the columns are the explicit signature's (serving.registry) and validate_input's
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         contexts, questions = validate_input(model_input)
         if not contexts:
             return pd.DataFrame({"answer": pd.Series([], dtype=object), "score": pd.Series([], dtype=float)})
+        timeout = MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get() if MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.defined else None
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            answers, scores = self.predictor.predict(contexts, questions)
+            answers, scores = self.predictor.predict(contexts, questions, deadline=deadline)
+        except TimeoutError as e:  # the server has answered 504 already: only the work stops here
+            log.warning("request of %d rows stopped: %s", len(contexts), e)
+            raise MlflowException(str(e)) from e
         except ValueError as e:  # e.g. a context with no sentence in it
             raise _bad_request(str(e)) from e
         return pd.DataFrame({"answer": answers, "score": scores})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunStatus
@@ -72,7 +73,11 @@ class TrainingRun:
         for split in SPLITS:
             path = split_file(dataset_dir, split)
             df = pd.read_parquet(path, columns=["example_id", "task", "answer"])
-            ds = mlflow.data.from_pandas(df, source=str(path), name=split)._to_mlflow_entity()
+            with warnings.catch_warnings():
+                # MLflow registers its local-file source class twice, then warns that a path could be either
+                warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in "
+                                        "multiple ways", category=UserWarning)
+                ds = mlflow.data.from_pandas(df, source=str(path), name=split)._to_mlflow_entity()
             inputs.append(DatasetInput(ds, tags=[InputTag("mlflow.data.context", split)]))
         self.client.log_inputs(self.run_id, datasets=inputs)
 

@@ -233,7 +233,7 @@ class TrainConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = Field(None, ge=1)  # torch CPU threads; None keeps torch's
     patience: int = Field(5, ge=1)  # epochs without validation gain before stopping
-    progress: bool = True  # a progress bar per epoch (each epoch's figures are printed anyway)
+    progress: bool = True  # a progress bar per epoch on a terminal (each epoch's figures are printed anyway)
     # Micro-batches of batch_size (per process) whose gradients make one
     # optimizer step; the LR schedule counts optimizer steps.
     grad_accum_steps: int = Field(1, ge=1)

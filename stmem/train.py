@@ -36,6 +36,7 @@ from stmem.batch import collate
 from stmem.checkpoint import ENTITY_INDEX, TOKENIZER, save_checkpoint
 from stmem.config import TRAIN_SECTIONS, Config, ConfigError, TrainConfig, load_config
 from stmem.dataset import ENTITY_ALIASES, load_tokenizer
+from stmem.errors import TrainingDiverged
 from stmem.evaluate import exact_match, majority_baseline, mean_loss, predict_answers, score, to_device
 from stmem.examples import ParquetExamples, epoch_order
 from stmem.init_from import init_from_checkpoint
@@ -137,8 +138,11 @@ def fit(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: Path | None = 
             state.order = epoch_order(train, shuffler, tc.shuffle_window, state.order)
             state.losses = []
         mine = ranks.shard(state.order)
+        # disable=None: tqdm draws on a terminal only; in a log file a bar is thousands of carriage-return
+        # updates, and the epoch's line (end_of_epoch) says what a log needs
         bar = tqdm(range(state.step, steps_per_epoch), desc=f"epoch {epoch}/{tc.epochs}", leave=False,
-                   disable=not (tc.progress and ranks.main), mininterval=1.0)
+                   disable=None if tc.progress and ranks.main else True, mininterval=1.0)
+        epoch_started = time.time()
         for step in bar:
             batches = []
             for i in range(step * accum * bs, min((step + 1) * accum * bs, len(mine)), bs):
@@ -160,7 +164,15 @@ def fit(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: Path | None = 
                 step_loss += loss.item()
                 segments = batch["segments"] if model.memory.slots else batch["segments"][:, -1:]
                 state.tokens_seen += int((segments != pad_id).sum() + (batch["question"] != pad_id).sum())
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            # Checked before the optimizer step and any checkpoint, so no weights from a NaN ever exist. The
+            # gradient norm is taken after DDP's all-reduce: every rank sees the same one and stops together.
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip))
+            if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
+                what = f"loss is {step_loss}" if not math.isfinite(step_loss) else f"gradient norm is {grad_norm}"
+                raise TrainingDiverged(
+                    f"training diverged: the {what} at epoch {epoch}, step {step + 1} (optimizer step "
+                    f"{state.global_step + 1}, train.lr {tc.lr:g}); stopped there, no checkpoint written from it "
+                    "and nothing published; lower train.lr or check the data")
             opt.step()
             sched.step()
             state.global_step, state.step = state.global_step + 1, step + 1
@@ -174,7 +186,8 @@ def fit(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: Path | None = 
                 on_step(state.global_step)
         state.step = 0
         loss_sum, count = ranks.sum(sum(state.losses), len(state.losses))
-        stop = ranks.main and end_of_epoch(state, model, splits["val"], evaluate, loss_sum / count, tc, device)
+        stop = ranks.main and end_of_epoch(state, model, splits["val"], evaluate, loss_sum / count, tc, device,
+                                           started=epoch_started)
         if ranks.main and on_epoch is not None:
             on_epoch(state.history[-1])
         if ranks.agree(stop):
@@ -229,8 +242,10 @@ def fit_with_restarts(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: 
 
 
 def end_of_epoch(state: LoopState, model: MemoryQA, val: list[dict], evaluate, epoch_loss: float,
-                 tc: TrainConfig, device: torch.device) -> bool:
+                 tc: TrainConfig, device: torch.device, started: float) -> bool:
     """Validate, record the epoch, keep the best weights; True when training should stop.
+
+    Prints one line per epoch (``started``: when the epoch began, for its seconds with validation).
 
     Stop only when neither accuracy nor loss has improved for ``patience``
     epochs: memory models sit on a plateau of chance accuracy while the loss
@@ -239,8 +254,8 @@ def end_of_epoch(state: LoopState, model: MemoryQA, val: list[dict], evaluate, e
     accuracy = evaluate("val")["accuracy"] if val else 0.0
     val_loss = mean_loss(model, val, batch_size=4 * tc.batch_size, device=device) if val else float("nan")
     state.history.append({"epoch": state.epoch, "loss": epoch_loss, "val_loss": val_loss, "val_accuracy": accuracy})
-    print(f"epoch {state.epoch}: loss {epoch_loss:.4f}  val loss {val_loss:.4f}  val exact-match {accuracy:.3f}",
-              flush=True)
+    print(f"epoch {state.epoch}: loss {epoch_loss:.4f}  val loss {val_loss:.4f}  val exact-match {accuracy:.3f}  "
+          f"{time.time() - started:.1f} s", flush=True)
     if accuracy > state.best:
         state.best, state.best_state = accuracy, copy.deepcopy(model.state_dict())
     improved = accuracy >= state.best or val_loss < state.best_loss - 1e-4
@@ -290,10 +305,13 @@ def main(argv: list[str] | None = None) -> None:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as err:
         ap.error(str(err))
-    if args.in_place:
-        summary = fit_with_restarts(cfg, dataset_dir=args.dataset_dir, out_dir=args.out_dir, kg_dir=args.kg_dir)
-    else:
-        summary = _fit_published(cfg, args.dataset_dir, args.out_dir, args.kg_dir)
+    try:
+        if args.in_place:
+            summary = fit_with_restarts(cfg, dataset_dir=args.dataset_dir, out_dir=args.out_dir, kg_dir=args.kg_dir)
+        else:
+            summary = _fit_published(cfg, args.dataset_dir, args.out_dir, args.kg_dir)
+    except TrainingDiverged as err:
+        ap.exit(2, f"{ap.prog}: error: {err}\n")
     if summary:
         print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
 

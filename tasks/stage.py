@@ -28,12 +28,13 @@ from serving.errors import RegistrationRefused
 from stmem.artifacts import (MissingArtifactError, RunInUseError, altered, digest, read_manifest, restore_earlier,
                              run_lock, stage_output, storage_refused)
 from stmem.config import Config, ConfigError
+from stmem.errors import TrainingDiverged
 from stmem.layout import RunLayout
 from tasks.graph import GRAPH, SKIPPED, changes, load, stage_inputs, stage_key
 
 # Retrying cannot fix bad input; it only repeats the same error.
 BAD_INPUT = (ConfigError, CorpusError, KGInputError, MissingArtifactError, RunInUseError, UnicodeDecodeError,
-             RegistrationRefused)
+             RegistrationRefused, TrainingDiverged)
 
 
 def _retry_unless_bad_input(task, task_run, state) -> bool:

@@ -37,11 +37,16 @@ def summary_lines(stdout: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+def first_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     root = tmp_path_factory.mktemp("ops")
     res = stmem_cli("run", "--config", str(TINY_CONFIG), "--set", f"run.root={root}")
     assert res.returncode == 0, res.stderr[-3000:]
-    return root / "tiny"
+    return root / "tiny", res
+
+
+@pytest.fixture(scope="module")
+def run_dir(first_run) -> Path:
+    return first_run[0]
 
 
 def prefect_servers() -> set[int]:
@@ -57,6 +62,13 @@ def cli_run(run_dir: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 # The tests below share one run directory and run in file order: each starts from what the one before left.
+
+def test_a_run_shows_no_third_party_warnings(first_run):
+    """PyKEEN's CUDA, pin_memory, batch-size and torch_max_mem notices, MLflow's dataset-source and type-hint
+    warnings: every stage ran (KG, training, registration), and none of them reached the console."""
+    stderr = first_run[1].stderr
+    assert not [line for line in stderr.splitlines() if "Warning" in line or "| WARNING" in line], stderr[-3000:]
+
 
 def test_unchanged_rerun_skips_every_stage_and_registers_no_new_version(run_dir):
     before = manifests(run_dir)
@@ -209,6 +221,25 @@ def test_second_concurrent_run_waits_then_is_refused_in_one_line(run_dir):
                         rf"run.lock_timeout\)\nstmem: error: {run_dir.resolve()}: in use by {held}; waited 1 s "
                         r"\(run.lock_timeout\); wait for it or use another run.name\n", res.stderr), res.stderr
     assert manifests(run_dir) == before
+
+
+def test_diverged_training_stops_in_one_line_is_not_retried_and_publishes_nothing(run_dir):
+    before, versions_before = manifests(run_dir), versions(run_dir)
+    started = (run_dir / "stmem.log").read_text().count("train: started")
+    res = stmem_cli("stage", "train", "--config", str(TINY_CONFIG), "--set", f"run.root={run_dir.parent}",
+                    "--set", "train.lr=1.0e+30", "--set", "train.warmup_ratio=0", "--set", "run.retries=2",
+                    "--set", "run.retry_delay=0")
+    assert res.returncode == 2
+    assert error_lines(res.stderr) == [
+        "stmem: error: training diverged: the loss is nan at epoch 1, step 2 (optimizer step 2, train.lr 1e+30); "
+        "stopped there, no checkpoint written from it and nothing published; lower train.lr or check the data"]
+    log = (run_dir / "stmem.log").read_text()
+    assert log.count("train: started") == started + 1 and "Retrying" not in log  # tried once
+    assert manifests(run_dir) == before and versions(run_dir) == versions_before
+    uri = default_tracking_uri(run_dir)
+    [last] = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("stmem").experiment_id],
+                                            order_by=["attribute.start_time DESC"], max_results=1)
+    assert last.info.status == "FAILED" and last.data.params["train.lr"] == "1e+30"
 
 
 def test_bad_input_is_not_retried_and_reported_in_one_line(tmp_path):

@@ -2,8 +2,10 @@
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -22,7 +24,7 @@ from stmem.evaluate import predict_answers
 from stmem.layout import RunLayout
 from tasks.graph import GRAPH, STAGES
 from tests.conftest import TINY_CONFIG, error_lines, stmem_cli
-from tests.servers import free_port, post, start, stop, wait_http
+from tests.servers import free_port, post, post_raw, start, stop, wait_http
 from stmem.layout import split_file
 
 
@@ -190,6 +192,58 @@ def test_stmem_serve_answers_as_predict_and_the_evaluation(run_dir, tmp_path):
             assert status == 400 and message in body["message"], (payload.keys(), body)
         status, body = post(url, {"inputs": {"context": contexts[:1], "question": questions[:1]}})
         assert status == 200 and body["predictions"][0]["answer"] == evaluated[0], body  # still serving
+    finally:
+        stop(proc)
+
+
+def test_stmem_serve_refuses_a_port_another_server_holds(run_dir):
+    with socket.socket() as other:  # another server, listening
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        res = stmem_cli("serve", "--config", str(TINY_CONFIG), "--set", f"run.root={run_dir.parent}",
+                        "--port", str(port))
+    assert res.returncode == 2
+    assert res.stderr == f"stmem: error: --port {port}: cannot serve on 127.0.0.1:{port}: another process is " \
+                         "listening on it; choose another --port\n"
+    assert res.stdout == ""  # no "serving ... on :port"
+
+
+@pytest.mark.slow
+def test_stmem_serve_refuses_what_would_flood_it_and_stops_work_past_its_timeout(run_dir, tmp_path):
+    """Body size, JSON depth and the request's characters are refused with one-line 4xx answers before any
+    work; a request past --timeout is answered 504 and its work stops; the server answers the next one."""
+    contexts, questions, ids = _test_questions(run_dir)
+    port, log = free_port(), tmp_path / "serve.log"
+    proc = start([sys.executable, "-m", "flows.cli", "serve", "--config", str(TINY_CONFIG),
+                  "--set", f"run.root={run_dir.parent}", "--port", str(port), "--timeout", "2"], log)
+    url = f"http://127.0.0.1:{port}/invocations"
+    split = lambda rows: json.dumps({"dataframe_split": {"columns": ["context", "question"], "data": rows}}).encode()
+    try:
+        wait_http(proc, f"http://127.0.0.1:{port}/ping", log)
+        # 256 rows of 100,000 characters: 25.6 MB, refused on its Content-Length (the first 64 KB sent)
+        flood = split([["x " * 50_000, "Where is Mary?"]] * 256)
+        status, text = post_raw(url, flood[:65536], content_length=len(flood))
+        assert (status, json.loads(text)["message"]) == (413, f"request body of {len(flood):,} bytes, over the "
+                                                              "limit of 4,194,304; send fewer or shorter rows")
+        status, text = post_raw(url, b"[" * 100_000 + b"]" * 100_000)
+        assert status == 400 and json.loads(text)["message"].startswith("request JSON is nested too deeply"), text
+        # within the body limit, over the request's characters: refused before MLflow parses it
+        status, text = post_raw(url, split([["x " * 50_000, "Where is Mary?"]] * 3))
+        assert (status, json.loads(text)["message"]) == (413, "300,083 characters in one request, over the limit "
+                                                              "of 200,000; send fewer or shorter rows per request")
+        # 15 rows, each one 10,000-character sentence for spaCy to parse (about a second each): past 2 s
+        slow = split([["Mary went to the kitchen and " * 345, "Where is Mary?"]] * 15)
+        status, text = post_raw(url, slow)
+        assert status == 504, text
+        stopped = "request of 15 rows stopped: past its time budget after"
+        for _ in range(120):  # the work stops at its next row: a second or so
+            if stopped in log.read_text():
+                break
+            time.sleep(0.5)
+        assert stopped in log.read_text(), log.read_text()[-3000:]
+        status, body = post(url, {"inputs": {"context": contexts[:1], "question": questions[:1]}})
+        assert status == 200 and body["predictions"][0]["answer"] == _evaluated(run_dir, ids[:1])[0], body
     finally:
         stop(proc)
 

@@ -149,6 +149,25 @@ def test_bad_input_is_rejected():
         assert all(w in e.value.message for w in words)
 
 
+def test_a_request_over_its_character_budget_is_refused_before_any_work():
+    import time
+
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from serving.pyfunc_model import validate_input
+
+    frame = pd.DataFrame({"context": ["x" * 100_000] * 256, "question": ["Where is Mary?"] * 256})
+    started = time.perf_counter()
+    with pytest.raises(MlflowException) as e:
+        validate_input(frame)
+    print(f"refused in {time.perf_counter() - started:.3f} s")  # the figure docs/operations.md quotes
+    assert e.value.get_http_status_code() == 400
+    assert e.value.message == ("25,603,584 characters in one request (256 rows, contexts and questions), over the "
+                               "limit of 200,000; send fewer or shorter rows per request")
+    assert validate_input(frame[:1]) == (["x" * 100_000], ["Where is Mary?"])  # one such row is within it
+
+
 def test_champion_loads_in_fresh_process(registered, checkpoint, tmp_path):
     code = ("import json, mlflow, pandas as pd\n"
             f"m = mlflow.pyfunc.load_model('models:/{NAME}@champion')\n"

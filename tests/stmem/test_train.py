@@ -1,7 +1,13 @@
 """Training: what fit writes, and each training option doing what it says (accumulation, curriculum,
-precision, compile, entity word dropout, word swap)."""
+precision, compile, entity word dropout, word swap); a diverged loss stops it; its log lines."""
+import fcntl
 import json
 import math
+import os
+import re
+import struct
+import sys
+import termios
 
 import pytest
 import torch
@@ -14,6 +20,7 @@ from stmem.checkpoint import load_checkpoint
 from stmem.dataset import load_tokenizer
 from stmem.evaluate import predict_answers
 from stmem.model import MemoryQA
+from stmem.errors import TrainingDiverged
 from stmem.train import fit, load_examples
 from tests.conftest import make_dataset, tiny_config
 from stmem.layout import split_file
@@ -197,3 +204,40 @@ def test_word_swap_renames_places_in_training_batches_only(ds, tmp_path, monkeyp
                 changed += int(differ.sum())
                 assert all(int(x) in place_ids for x in a[key][differ]) and all(int(x) in place_ids for x in b[key][differ])
     assert changed > 100
+
+
+def test_a_non_finite_loss_stops_training_at_once_and_writes_nothing_from_it(ds, tmp_path):
+    # lr 1e30: the first step's weights are ~1e30, still finite (checkpointed at step 1); the second loss is NaN
+    steps = []
+    with pytest.raises(TrainingDiverged) as e:
+        train(ds, tmp_path, lr=1e30, warmup_ratio=0.0, epochs=3, checkpoint_every=1, on_step=steps.append)
+    assert str(e.value) == ("training diverged: the loss is nan at epoch 1, step 2 (optimizer step 2, train.lr 1e+30); "
+                            "stopped there, no checkpoint written from it and nothing published; lower train.lr or "
+                            "check the data")
+    assert steps == [1]  # no optimizer step was taken on the NaN loss
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-000001"]
+    assert not [f for f in ("model.safetensors", "eval.json", "history.json") if (tmp_path / f).exists()]
+
+
+EPOCH_LINE = re.compile(r"epoch \d+: loss \d+\.\d{4}  val loss \d+\.\d{4}  val exact-match \d\.\d{3}  \d+\.\d s")
+
+
+def test_without_a_terminal_training_writes_one_line_per_epoch_and_no_bar(ds, tmp_path, capfd):
+    train(ds, tmp_path, epochs=2, progress=True)
+    out, err = capfd.readouterr()
+    assert "\r" not in out + err
+    assert [EPOCH_LINE.fullmatch(line) is not None for line in out.splitlines()] == [True, True], out
+    assert err == ""
+
+
+def test_on_a_terminal_the_progress_bar_is_drawn(ds, tmp_path, monkeypatch):
+    leader, follower = os.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # tqdm draws nothing 0 wide
+    with open(follower, "w") as tty:
+        monkeypatch.setattr(sys, "stderr", tty)
+        train(ds, tmp_path, progress=True)
+        tty.flush()
+        os.set_blocking(leader, False)  # what was drawn is there now; nothing drawn fails, not hangs
+        drawn = os.read(leader, 1 << 16).decode()  # while the terminal is open (then its buffer goes)
+    os.close(leader)
+    assert "epoch 1/1" in drawn and "\r" in drawn
