@@ -121,7 +121,7 @@ def _print_summary(cfg, started: str) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     """One JSON line per question, in input order, printed once every question is answered."""
-    from serving.ask import ask_checkpoint, ask_server, checkpoint_in, model_checkpoint, read_questions
+    from flows.predict import ask_checkpoint, ask_server, checkpoint_in, model_checkpoint, read_questions
 
     cfg = load_config(args.config, args.overrides)
     if args.url and (args.model or args.tracking_uri):
@@ -165,7 +165,7 @@ def _store_uri(cfg) -> str:
 
 def _existing_store(uri: str, fix: str) -> str:
     """``uri``, unless it names a SQLite store that does not exist: MLflow would create an empty one."""
-    from serving.ask import sqlite_path
+    from flows.predict import sqlite_path
 
     db = sqlite_path(uri)
     if db is not None and not db.is_file():

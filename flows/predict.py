@@ -1,6 +1,8 @@
 """``stmem predict``: questions from files, answered by a running server or by the checkpoint itself.
 
-A command pays for every import it makes, so this module imports nothing
+Here, not in ``serving/``: the register stage's key hashes that package's
+source, and a change to this command must not register models anew. A
+command pays for every import it makes, so this module imports nothing
 heavy at the top: asking a running ``stmem serve`` loads neither torch nor
 MLflow, and a model in a local SQLite registry is found by reading two rows
 of it, not by starting MLflow (its import and store cost seconds a call).
