@@ -99,8 +99,8 @@ def ask_server(url: str, rows: list[Question]) -> tuple[list[str], list[float]]:
                 raise ValueError(_located(f"{endpoint} refused it: {message}", rows, first)) from None
             raise ValueError(f"{endpoint}: HTTP {e.code}: {message}") from None
         except (urllib.error.URLError, OSError) as e:  # refused, unreachable, or no answer in time
-            raise ValueError(f"{endpoint}: no answer ({getattr(e, 'reason', e)}); is `stmem serve` "
-                                  "running there?") from None
+            raise ValueError(f"{endpoint}: no answer ({getattr(e, 'reason', e)}); is `stmem serve` running "
+                             "there?") from None
         answers += [p["answer"] for p in predictions]
         scores += [p["score"] for p in predictions]
     return answers, scores
