@@ -24,7 +24,7 @@ from kg_pipeline import KGInputError
 from stmem.artifacts import MissingArtifactError, RunInUseError, read_manifest, run_lock, storage_refused
 from stmem.config import ConfigError, load_config
 from stmem.layout import RunLayout
-from tasks.graph import SKIPPED, STAGES, check_stages, stale
+from tasks.graph import GRAPH, SKIPPED, STAGES, check_stages, stale
 
 EXPECTED_ERRORS = (ConfigError, CorpusError, KGInputError, MissingArtifactError, RunInUseError,
                    FileNotFoundError, ValueError, UnicodeDecodeError, TimeoutError)
@@ -75,10 +75,16 @@ def _parser() -> argparse.ArgumentParser:
                     help="promote it even if it is worse than the champion or measured on another test set")
     _config_args(pm)
     _config_args(sub.add_parser("rollback", help="move champion back to the champion before it"))
-    pr = sub.add_parser("predict", help="answer a question with a registered model")
-    pr.add_argument("--model", required=True, help="MLflow model URI, e.g. models:/stmem-demo@champion")
-    pr.add_argument("--context", required=True, type=Path, help="text file, one sentence per line")
-    pr.add_argument("--question", required=True)
+    pr = sub.add_parser("predict", help="answer questions with a registered model: one JSON line per answer, "
+                                        "with its score")
+    pr.add_argument("--model", help="MLflow model URI, or a checkpoint or model directory "
+                                    "(default: models:/<register.model_name>@champion)")
+    asked = pr.add_mutually_exclusive_group(required=True)
+    asked.add_argument("--input", type=Path, help='JSON Lines file, one {"context": ..., "question": ...} a line')
+    asked.add_argument("--context", type=Path, help="text file, one sentence per line, asked each --question")
+    pr.add_argument("--question", action="append", default=[], help="a question about --context (repeatable)")
+    pr.add_argument("--url", help="a running `stmem serve` (e.g. http://127.0.0.1:5001) answers: no model is "
+                                  "loaded here, and --model and --tracking-uri are not used")
     pr.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's run directory store)")
     _config_args(pr)
     return ap
@@ -88,18 +94,32 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def _print_summary(run_dir: Path, started: str) -> None:
-    layout = RunLayout(run_dir)
+def _print_summary(cfg, started: str) -> None:
+    """Each stage's figures; a stage that did not run and whose inputs have changed since it did (a stage
+    run alone leaves the ones after it as they were) is called stale, and its old figures are not shown."""
+    layout, stale_stages = RunLayout(cfg.run_dir), []
     print("\nstage summaries:")
     for stage in STAGES:
         manifest = layout.stage_dir(stage) / "manifest.json"
         if manifest.exists():
             m = json.loads(manifest.read_text())
             figures = ", ".join(f"{k}={_fmt(v)}" for k, v in m["summary"].items() if not isinstance(v, (dict, list)))
-            ran = "ran" if m["created_at"] >= started else "reused"  # ISO times compare as strings
-            print(f"  {stage:<8} {ran:<6} {m['seconds']:7.1f}s  {figures}")
+            seconds = f"{m['seconds']:7.1f}s"
+            if m["created_at"] >= started:  # ISO times compare as strings
+                state = "ran"
+            else:
+                stale_inputs = [n for n in GRAPH[stage].needs if n in stale_stages]
+                why = f"reads the stale output of {', '.join(stale_inputs)}" if stale_inputs else stale(cfg, stage)
+                state = "stale" if why else "reused"
+                if why:
+                    stale_stages.append(stage)
+                    seconds, figures = "", why
+            print(f"  {stage:<8} {state:<6} {seconds:>8}  {figures}")
+    if stale_stages:
+        print(f"stale: {', '.join(stale_stages)}: their inputs changed and they did not run; their figures are "
+              f"not shown (`stmem run` brings them up to date)")
     ev = layout.stage_dir("train") / "eval.json"
-    if ev.exists():
+    if ev.exists() and "train" not in stale_stages:
         test = json.loads(ev.read_text())["test"]
         tasks = "  ".join(f"{t}={a:.3f}" for t, a in test["per_task"].items())
         print(f"\ntest exact-match accuracy: {test['accuracy']:.3f}  ({tasks}; n={test['n']})")
@@ -107,33 +127,34 @@ def _print_summary(run_dir: Path, started: str) -> None:
             print(f"majority-answer baseline: {test['majority_baseline']:.3f}  (the training split's most frequent "
                   f"answer to each type of question, reading nothing)")
     reg = layout.stage_dir("register") / "registration.json"
-    if reg.exists():
+    if reg.exists() and "register" not in stale_stages:
         r = json.loads(reg.read_text())
         print(f"registered {r['model_uri']} with alias '{r['alias']}' (champion: version {r['champion_version']})")
-    print(f"artifacts: {run_dir}/")
+    print(f"artifacts: {cfg.run_dir}/")
 
 
 def _predict(args: argparse.Namespace) -> int:
-    cfg = _run_config(args)
-    if not args.context.is_file():
-        raise FileNotFoundError(f"{args.context}: context file not found")
-    context = args.context.read_text(encoding="utf-8")
-    if not context.strip():
-        raise ValueError(f"{args.context}: context file is empty")
-    if not args.question.strip():
-        raise ValueError("--question is empty")
-    uri = args.tracking_uri or _store_uri(cfg)
-    import mlflow
-    import pandas as pd
-    from mlflow.exceptions import MlflowException
+    """One JSON line per question, in input order, printed once every question is answered."""
+    from flows.predict import ask_checkpoint, ask_server, checkpoint_in, model_checkpoint, read_questions
 
-    mlflow.set_tracking_uri(uri)
-    try:
-        model = mlflow.pyfunc.load_model(args.model)
-    except MlflowException as exc:
-        raise ValueError(f"{args.model}: cannot load from {uri}: {str(exc).splitlines()[0]}") from None
-    out = model.predict(pd.DataFrame({"context": [context], "question": [args.question]}))
-    print(out["answer"].iloc[0])
+    cfg = _run_config(args)
+    if args.url and (args.model or args.tracking_uri):
+        raise ValueError("--url asks the model that server serves: leave out --model and --tracking-uri")
+    rows = read_questions(args.input, args.context, args.question, cfg.corpus.max_line_chars)
+    if args.url:
+        answers, scores = ask_server(args.url, rows)
+    elif args.model and Path(args.model).is_dir():
+        ckpt = checkpoint_in(Path(args.model))
+        if ckpt is None:
+            raise ValueError(f"{args.model}: not a stmem checkpoint or model directory (no model_config.json "
+                             "and model.safetensors)")
+        answers, scores = ask_checkpoint(ckpt, rows)
+    else:
+        uri = _existing_store(args.tracking_uri, "check --tracking-uri") if args.tracking_uri else _store_uri(cfg)
+        with model_checkpoint(args.model or f"models:/{cfg.register.model_name}@champion", uri) as ckpt:
+            answers, scores = ask_checkpoint(ckpt, rows)
+    for row, answer, score in zip(rows, answers, scores):
+        print(json.dumps({"question": row.question, "answer": answer, "score": score}))
     return 0
 
 
@@ -152,17 +173,24 @@ def _run_config(args: argparse.Namespace):
     """The config as ``stmem run`` makes it: a recipe's later runs register into its first run's store."""
     from flows.recipes import chain
 
-    return chain(args.config, args.overrides)[-1][2]
+    return chain(args.config, args.overrides, stages=None)[-1][2]  # no stage runs: nothing to check
 
 
 def _store_uri(cfg) -> str:
     """The config's MLflow tracking URI; a local store that does not exist yet is an error, not created."""
     from serving.registry import mlflow_store
 
-    uri = mlflow_store(cfg.register.tracking_uri, cfg.run_dir)[0]
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-        raise FileNotFoundError(f"{uri[len('sqlite:///'):]}: no MLflow store there; run the pipeline for this "
-                                "config first, or pass --config / --tracking-uri")
+    return _existing_store(mlflow_store(cfg.register.tracking_uri, cfg.run_dir)[0],
+                           "run the pipeline for this config first, or pass --config / --tracking-uri")
+
+
+def _existing_store(uri: str, fix: str) -> str:
+    """``uri``, unless it names a SQLite store that does not exist: MLflow would create an empty one."""
+    from flows.predict import sqlite_path
+
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise FileNotFoundError(f"{db.resolve()}: no MLflow store there; {fix}")
     return uri
 
 
@@ -383,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                 target = pipeline if args.command == "run" else with_task_runner(STAGE_FLOWS[args.name], cfg.run)
                 with _prefect_api():
                     target(config_path=args.config, overrides=args.overrides, force=args.force)
-        _print_summary(cfg.run_dir, started)
+        _print_summary(cfg, started)
         return 0
     except Exception as exc:
         if not _expected(exc):

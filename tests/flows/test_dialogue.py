@@ -40,7 +40,7 @@ def test_dialogue_corpus_trains_end_to_end_and_the_registered_model_answers(tmp_
     from serving.inference import Predictor
 
     expected = Predictor(run / "train").answer([story.read_text()], ["Where do I live?"])[0]
-    assert res.stdout.splitlines()[-1] == expected
+    assert json.loads(res.stdout.splitlines()[-1])["answer"] == expected
 
 
 def test_without_kg_fusion_the_kg_stage_is_skipped_and_given_splits_are_kept(tmp_path):

@@ -32,7 +32,7 @@ def versions(run_dir: Path, name: str = "stmem-tiny") -> list[str]:
 
 
 def summary_lines(stdout: str) -> dict[str, str]:
-    """Stage -> 'ran' or 'reused', from the CLI's stage summary."""
+    """Stage -> 'ran', 'reused' or 'stale', from the CLI's stage summary."""
     return {p[0]: p[1] for p in (line.split() for line in stdout.splitlines()) if len(p) > 2 and p[0] in STAGES}
 
 
@@ -200,6 +200,11 @@ def test_stale_upstream_is_refused_by_a_single_stage(run_dir):
     changed = ["--set", f"run.root={run_dir.parent}", "--set", "corpus.demo.train_stories=30"]
     res = stmem_cli("stage", "ingest", "--config", str(TINY_CONFIG), *changed)
     assert res.returncode == 0, res.stderr[-3000:]
+    # the summary says which stages the new corpus left out of date, and shows none of their old figures
+    assert summary_lines(res.stdout) == {"ingest": "ran", **dict.fromkeys(STAGES[1:], "stale")}
+    assert "  extract  stale            stage 'extract' ran on other inputs, config or code\n" in res.stdout
+    assert "mentions=" not in res.stdout and "test exact-match accuracy" not in res.stdout
+    assert "registered models:/" not in res.stdout
     # the mentions were extracted from the corpus before: building a dataset on them is refused
     res = stmem_cli("stage", "dataset", "--config", str(TINY_CONFIG), *changed)
     assert res.returncode == 2

@@ -28,14 +28,7 @@ from tests.servers import free_port, post, post_raw, start, stop, wait_http
 from stmem.layout import split_file
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    from flows.pipeline import pipeline
-
-    root = tmp_path_factory.mktemp("runs")
-    out = pipeline(config_path=str(TINY_CONFIG), overrides=[f"run.root={root}"])
-    assert set(out) == set(STAGES)
-    return root / "tiny"
+# run_dir: the tiny run, tests/flows/conftest.py
 
 
 def test_every_stage_wrote_its_artifacts_with_schemas(run_dir):
@@ -173,7 +166,7 @@ def test_stmem_serve_answers_as_predict_and_the_evaluation(run_dir, tmp_path):
         res = stmem_cli("predict", "--model", "models:/stmem-tiny@champion", "--context", str(story),
                         "--question", questions[0], "--config", str(TINY_CONFIG), "--set", f"run.root={run_dir.parent}")
         assert res.returncode == 0, res.stderr[-3000:]
-        assert res.stdout.splitlines()[-1] == evaluated[0]
+        assert json.loads(res.stdout.splitlines()[-1])["answer"] == evaluated[0]
 
         cols = ["context", "question"]
         bad = [({"dataframe_split": {"columns": ["context"], "data": [[contexts[0]]]}}, "missing inputs ['question']"),  # MLflow's schema check
@@ -267,6 +260,11 @@ def test_stage_train_reruns_training_alone(run_dir, tmp_path):
     assert after["train"]["inputs"]["upstream"] == {s: digest(after[s]["outputs"]) for s in ("dataset", "kg")}
     accuracy = json.loads((L.stage_dir("train") / "eval.json").read_text())["test"]["accuracy"]
     assert f"test exact-match accuracy: {accuracy:.3f}" in res.stdout  # the summary reports the new model
+    # and says the registered model is not that model: register read the old one and did not run
+    states = {p[0]: p[1] for p in map(str.split, res.stdout.splitlines()) if len(p) > 1 and p[0] in STAGES}
+    assert states == {**dict.fromkeys(STAGES, "reused"), "train": "ran", "register": "stale"}
+    assert "  register stale            stage 'register' ran on other inputs, config or code\n" in res.stdout
+    assert "registered models:/" not in res.stdout
 
 
 def test_stage_without_upstream_artifacts_fails_clearly(tmp_path):

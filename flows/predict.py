@@ -1,0 +1,151 @@
+"""``stmem predict``: questions from files, answered by a running server or by the checkpoint itself.
+
+Here, not in ``serving/``: the register stage's key hashes that package's
+source, and a change to this command must not register models anew. A
+command pays for every import it makes, so this module imports nothing
+heavy at the top: asking a running ``stmem serve`` loads neither torch nor
+MLflow, and a model in a local SQLite registry is found by reading two rows
+of it, not by starting MLflow (its import and store cost seconds a call).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from corpora.babi import text_lines
+from corpora.jsonl import jsonl_records
+from corpora.schema import CorpusError
+
+REQUEST_ROWS = 64  # rows per request to a server: well under its row limit, and a batch for the model
+_ROW = re.compile(r"(?:, )?\brow (\d+)(?=: )")  # "row 3: ..." (the predictor), "column 'x', row 3: ..." (the server)
+
+
+@dataclass(frozen=True)
+class Question:
+    where: str  # what an error about it names: "q.jsonl:3" or "--question 2"
+    context: str
+    question: str
+
+
+def read_questions(input_file: Path | None, context_file: Path | None, questions: list[str],
+                   max_chars: int) -> list[Question]:
+    """The questions of a JSON Lines file (``{"context", "question"}`` a line), or ``questions`` about one
+    context file; a context over ``max_chars`` characters is refused, naming its file (and line)."""
+    if input_file is not None:
+        if questions:
+            raise ValueError("--question goes with --context; a --input file holds its questions")
+        out = []
+        for rec in jsonl_records(input_file, max_chars):  # a line over max_chars is refused while reading
+            rec.only(("context", "question"))
+            out.append(Question(rec.where, rec.text("context"), rec.text("question")))
+        return out
+    if not questions:
+        raise ValueError("--context needs at least one --question")
+    if not context_file.is_file():
+        raise FileNotFoundError(f"{context_file}: context file not found")
+    lines, size = [], 0
+    for _, line in text_lines(context_file, max_chars):
+        lines.append(line)
+        size += len(line) + 1
+        if size > max_chars + 1:  # stop reading: the whole context is one row of the model's input
+            raise CorpusError(f"{context_file}: context over the limit of {max_chars:,} characters "
+                              "(corpus.max_line_chars)")
+    context = "\n".join(lines)
+    if not context.strip():
+        raise ValueError(f"{context_file}: context file is empty")
+    for i, q in enumerate(questions, start=1):
+        if not q.strip():
+            raise ValueError(f"--question {i} is empty")
+    return [Question(f"--question {i}", context, q) for i, q in enumerate(questions, start=1)]
+
+
+def _located(message: str, rows: list[Question], first: int) -> str:
+    """``message`` about "row N" of a batch starting at ``first``, said of the input that row came from."""
+    m = _ROW.search(message)
+    if m is None or first + int(m.group(1)) >= len(rows):
+        return message
+    return f"{rows[first + int(m.group(1))].where}: {_ROW.sub('', message, count=1).lstrip(': ')}"
+
+
+def ask_server(url: str, rows: list[Question]) -> tuple[list[str], list[float]]:
+    """Answers and scores from a running ``stmem serve`` at ``url`` (its ``/invocations``)."""
+    endpoint = url.rstrip("/")
+    if not endpoint.endswith("/invocations"):
+        endpoint += "/invocations"
+    answers, scores = [], []
+    for first in range(0, len(rows), REQUEST_ROWS):
+        batch = rows[first:first + REQUEST_ROWS]
+        body = json.dumps({"dataframe_split": {"columns": ["context", "question"],
+                                               "data": [[r.context, r.question] for r in batch]}}).encode()
+        request = urllib.request.Request(endpoint, data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=600) as response:
+                predictions = json.loads(response.read())["predictions"]
+        except urllib.error.HTTPError as e:
+            try:  # MLflow's scoring server says "Failed to predict data '<the rows>'. \nError: <why>"
+                message = json.loads(e.read())["message"].rpartition("Error: ")[2].strip().splitlines()[0]
+            except (ValueError, KeyError, AttributeError, IndexError):
+                message = e.reason
+            if e.code == 400:  # the server refused this input
+                raise ValueError(_located(f"{endpoint} refused it: {message}", rows, first)) from None
+            raise ValueError(f"{endpoint}: HTTP {e.code}: {message}") from None
+        except (urllib.error.URLError, OSError) as e:  # refused, unreachable, or no answer in time
+            raise ValueError(f"{endpoint}: no answer ({getattr(e, 'reason', e)}); is `stmem serve` running "
+                             "there?") from None
+        answers += [p["answer"] for p in predictions]
+        scores += [p["score"] for p in predictions]
+    return answers, scores
+
+
+def ask_checkpoint(ckpt_dir: Path, rows: list[Question]) -> tuple[list[str], list[float]]:
+    """Answers and scores from the checkpoint itself, every question read before any is answered."""
+    from serving.inference import Predictor
+
+    try:
+        return Predictor(ckpt_dir).predict([r.context for r in rows], [r.question for r in rows])
+    except ValueError as e:  # "row N: ..." of the one batch
+        raise ValueError(_located(str(e), rows, 0)) from None
+
+
+def checkpoint_in(path: Path) -> Path | None:
+    """``path`` when it is a checkpoint, or the checkpoint of the logged stmem model at ``path``."""
+    from stmem.checkpoint import CONFIG, WEIGHTS  # (torch: loaded only where a model is)
+
+    for d in (path, path / "artifacts" / "checkpoint"):  # registry.py logs it as artifacts={"checkpoint": ...}
+        if (d / CONFIG).is_file() and (d / WEIGHTS).is_file():
+            return d
+    return None
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    return Path(tracking_uri[len("sqlite:///"):]) if tracking_uri.startswith("sqlite:///") else None
+
+
+@contextlib.contextmanager
+def model_checkpoint(model_uri: str, tracking_uri: str) -> Iterator[Path]:
+    """The checkpoint directory of a registered model, downloaded by MLflow into a temporary directory that
+    lasts the ``with`` block (MLflow resolves the URI: its registry's tables are its own)."""
+    import tempfile
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    # download_artifacts resolves models:/ URIs with the process's registry, whatever its arguments say
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="stmem-predict-") as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri.rstrip('/')}/artifacts/checkpoint",
+                                                       dst_path=tmp)
+        except MlflowException as exc:
+            raise ValueError(f"{model_uri}: cannot load from {tracking_uri}: {str(exc).splitlines()[0]}") from None
+        ckpt = checkpoint_in(Path(path))
+        if ckpt is None:
+            raise ValueError(f"{model_uri}: not a stmem model (no checkpoint in it)")
+        yield ckpt
