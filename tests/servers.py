@@ -27,7 +27,10 @@ def start(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Pope
     """``cmd`` in its own process group, output to ``log``."""
     # the CLIs exec uvicorn from PATH: put this venv's bin first
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    return subprocess.Popen(cmd, env={**os.environ, **SERVER_ENV, "PATH": path, **(env or {})},
+    # not MLFLOW_TRACKING_URI: MLflow sets it in this process when a test registers a model, and a
+    # command given it registers there (stmem reads it as the user's registry)
+    inherited = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.Popen(cmd, env={**inherited, **SERVER_ENV, "PATH": path, **(env or {})},
                             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
