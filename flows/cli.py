@@ -135,12 +135,18 @@ def _print_summary(cfg, started: str) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     """One JSON line per question, in input order, printed once every question is answered."""
-    from flows.predict import ask_checkpoint, ask_server, checkpoint_in, model_checkpoint, read_questions
+    from flows.predict import (ask_checkpoint, ask_server, checkpoint_in, model_checkpoint, read_questions,
+                               running_server, serving_record)
 
     cfg = _run_config(args)
     if args.url and (args.model or args.tracking_uri):
         raise ValueError("--url asks the model that server serves: leave out --model and --tracking-uri")
     rows = read_questions(args.input, args.context, args.question, cfg.corpus.max_line_chars)
+    if not args.url and not args.model and not args.tracking_uri:
+        args.url = running_server(cfg.run_dir)  # the config's champion, already loaded by `stmem serve`
+        if args.url:
+            print(f"stmem: asking the running stmem serve at {args.url} ({serving_record(cfg.run_dir)})",
+                  file=sys.stderr)
     if args.url:
         answers, scores = ask_server(args.url, rows)
     elif args.model and Path(args.model).is_dir():
@@ -213,10 +219,19 @@ def _serve(args: argparse.Namespace) -> int:
             path = mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=local)
         except MlflowException as exc:
             raise ValueError(f"{model}: cannot load from {uri}: {str(exc).splitlines()[0]}") from None
-        print(f"serving {model} from {uri} on http://{args.host}:{args.port}/invocations", flush=True)
+        url = f"http://{args.host}:{args.port}"
+        print(f"serving {model} from {uri} on {url}/invocations", flush=True)
+        from flows.predict import serving_record
+
+        record = serving_record(cfg.run_dir)  # `stmem predict` asks this server while it runs
+        if args.model is None:  # only the config's champion: predict's default model
+            record.write_text(json.dumps({"url": url, "pid": os.getpid(), "model": model}))
         serve(path, sock, workers=args.workers, timeout=args.timeout)
     finally:
         shutil.rmtree(local, ignore_errors=True)
+        if args.model is None and serving_record(cfg.run_dir).is_file() and \
+                json.loads(serving_record(cfg.run_dir).read_text()).get("pid") == os.getpid():
+            serving_record(cfg.run_dir).unlink()
     return 0
 
 

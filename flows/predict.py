@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import urllib.error
 import urllib.request
@@ -71,6 +72,24 @@ def _located(message: str, rows: list[Question], first: int) -> str:
     if m is None or first + int(m.group(1)) >= len(rows):
         return message
     return f"{rows[first + int(m.group(1))].where}: {_ROW.sub('', message, count=1).lstrip(': ')}"
+
+
+def serving_record(run_dir: Path) -> Path:
+    """Where `stmem serve` of a config's champion says it is serving: {"url", "pid", "model"}."""
+    return Path(run_dir) / "serving.json"
+
+
+def running_server(run_dir: Path) -> str | None:
+    """The URL of a `stmem serve` of this run's champion that is still running, else None.
+
+    Its record is removed when it stops; one left by a killed server names a process that is gone.
+    """
+    try:
+        record = json.loads(serving_record(run_dir).read_text())
+        os.kill(int(record["pid"]), 0)  # signal 0: is it alive
+        return str(record["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def ask_server(url: str, rows: list[Question]) -> tuple[list[str], list[float]]:

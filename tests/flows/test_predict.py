@@ -130,5 +130,16 @@ def test_a_running_stmem_serve_answers_and_nothing_heavy_is_loaded(run_dir, tmp_
         res = predict(run_dir, "--url", url, "--input", str(big), "--set", "corpus.max_line_chars=1000000")
         assert res.returncode == 2 and res.stdout == "" and res.stderr.count("\n") == 1, res.stderr[-3000:]
         assert res.stderr.startswith(f"stmem: error: {big}:2: {url}/invocations refused it: column 'context': ")
+
+        # no --url, the config's champion: the running server is found and asked, nothing is loaded here
+        record = run_dir / "serving.json"
+        assert json.loads(record.read_text()) == {"url": url, "pid": proc.pid, "model": "models:/stmem-tiny@champion"}
+        res = predict(run_dir, "--input", str(write_jsonl(tmp_path / "q.jsonl", rows)),
+                      env={"PYTHONPROFILEIMPORTTIME": "1"})
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert [json.loads(line)["answer"] for line in res.stdout.splitlines()] == answers
+        assert f"stmem: asking the running stmem serve at {url}" in res.stderr
+        assert not {"torch", "mlflow", "prefect"} & imported(res.stderr)
     finally:
         stop(proc)
+    assert not record.exists()  # removed when the server stops: the next predict loads the model itself
