@@ -1,28 +1,23 @@
 """A remote tracking server by config: `mlflow server` on 127.0.0.1, `register.tracking_uri` pointing at it."""
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 from mlflow import MlflowClient
 
 from tests.conftest import TINY_CONFIG, stmem_cli
-from tests.flows.test_deploy import wait_healthy
-from tests.servers import free_port
+from tests.servers import free_port, start, stop, wait_http
 
 
 def test_pipeline_registers_on_a_remote_mlflow_server_with_its_artifact_store(tmp_path):
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-                               "--port", str(port), "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-                               "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
-                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    server = start([str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+                    "--port", str(port), "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                    "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
+                   tmp_path / "server.log", {"MLFLOW_DISABLE_TELEMETRY": "true"})
     try:
-        wait_healthy(f"{uri}/health", "mlflow server")
+        wait_http(server, f"{uri}/health", tmp_path / "server.log", timeout=180)
         root = tmp_path / "runs"
         res = stmem_cli("run", "--config", str(TINY_CONFIG), "--set", f"run.root={root}",
                         "--set", f"register.tracking_uri={uri}")
@@ -36,5 +31,4 @@ def test_pipeline_registers_on_a_remote_mlflow_server_with_its_artifact_store(tm
         assert list((tmp_path / "server-artifacts").rglob("model.safetensors"))
         assert not (root / "tiny" / "mlartifacts").exists() and not (root / "tiny" / "mlflow.db").exists()
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop(server)
