@@ -142,4 +142,6 @@ def test_a_running_stmem_serve_answers_and_nothing_heavy_is_loaded(run_dir, tmp_
         assert not {"torch", "mlflow", "prefect"} & imported(res.stderr)
     finally:
         stop(proc)
-    assert not record.exists()  # removed when the server stops: the next predict loads the model itself
+    from flows.predict import running_server
+
+    assert running_server(run_dir) is None  # its process is gone: the next predict loads the model itself
