@@ -16,6 +16,27 @@ def check(cfg: Config) -> None:
     """kg.model and the initializers and constrainers in kg.model_kwargs are names PyKEEN knows."""
     if not cfg.model.kg_fusion:
         return  # no KG is trained
+    import os
+    import shutil
+    import sys
+
+    if "pykeen" not in sys.modules:
+        # PyKEEN makes its home (pystow) when first imported, for the rest of the process: the run
+        # directory's, as build() would, not the user's; made by a check that fails, it is removed again
+        home = cfg.run_dir / ".pystow"
+        made = [p for p in (Path(cfg.run.root), cfg.run_dir, home) if not p.exists()]
+        os.environ["PYSTOW_HOME"] = str(home)
+        try:
+            _check_names(cfg)
+        except ConfigError:
+            if made:  # the topmost directory the import made, with what is under it
+                shutil.rmtree(made[0], ignore_errors=True)
+            raise
+        return
+    _check_names(cfg)
+
+
+def _check_names(cfg: Config) -> None:
     from difflib import get_close_matches
 
     from pykeen.models import model_resolver
