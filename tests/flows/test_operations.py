@@ -202,7 +202,8 @@ def test_stale_upstream_is_refused_by_a_single_stage(run_dir):
     assert res.returncode == 0, res.stderr[-3000:]
     # the summary says which stages the new corpus left out of date, and shows none of their old figures
     assert summary_lines(res.stdout) == {"ingest": "ran", **dict.fromkeys(STAGES[1:], "stale")}
-    assert "  extract  stale            stage 'extract' ran on other inputs, config or code\n" in res.stdout
+    assert ("  extract  stale            stage 'extract' ran on other inputs, config or code: output of stage "
+            "'ingest' changed\n") in res.stdout
     assert "mentions=" not in res.stdout and "test exact-match accuracy" not in res.stdout
     assert "registered models:/" not in res.stdout
     # the mentions were extracted from the corpus before: building a dataset on them is refused
