@@ -75,8 +75,7 @@ GRAPH: dict[str, Stage] = {s.name: s for s in (
                           "kg": ("entity_embeddings.safetensors", "entity_index.parquet")},
           writes=("model.safetensors", "model_config.json", "tokenizer.json", "eval.json", "history.json",
                   "test_predictions.parquet", "mlflow_run.json"),
-          # the MLflow run it opens lives in that store and experiment: register adds the model to it
-          sections=(*TRAIN_SECTIONS, "register.tracking_uri", "register.experiment"),
+          sections=TRAIN_SECTIONS,
           build="tasks.train:build", extra_inputs="tasks.train:start_model",
           resumable=True, check="tasks.train:check"),
     Stage("register", reads={"train": ("model.safetensors", "eval.json", "history.json", "test_predictions.parquet"),

