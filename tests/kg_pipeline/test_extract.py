@@ -192,8 +192,8 @@ def test_extract_links_kg_entities_and_reports_coverage(tmp_path):
         outs.append(out)
         assert summary["coverage"] == 1.0 and summary["kg_name_occurrences"] == 10
     for name in ("mentions.parquet", "triples.parquet", "entity_aliases.parquet"):
-        assert pq.read_table(outs[0] / name).equals(pq.read_table(outs[1] / name)), name
-    assert pq.ParquetFile(outs[1] / "mentions.parquet").num_row_groups == 3  # written chunk by chunk
+        # written chunk by chunk, the same bytes: row groups do not follow the chunks
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
     aliases = pq.read_table(outs[0] / "entity_aliases.parquet").to_pydict()
     assert dict(zip(aliases["alias"], aliases["entity"]))["cook islands"] == "cook_islands"
     linked = {r["entity"] for r in pq.read_table(outs[0] / "mentions.parquet").to_pylist() if r["label"] == KG_LABEL}
