@@ -83,12 +83,18 @@ def _hold(run_dir, ready, release):
         release.wait(30)
 
 
-def test_run_lock_refuses_a_second_process_and_goes_with_the_first(tmp_path):
+def _holding(run_dir):
+    """Another process that holds ``run_dir``'s lock until ``release`` is set (or it is killed)."""
     ctx = mp.get_context("spawn")
     ready, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold, args=(tmp_path, ready, release))
+    holder = ctx.Process(target=_hold, args=(run_dir, ready, release))
     holder.start()
     assert ready.wait(60)
+    return holder, release
+
+
+def test_run_lock_refuses_a_second_process_and_goes_with_the_first(tmp_path):
+    holder, release = _holding(tmp_path)
     with pytest.raises(RunInUseError, match=f"in use by pid {holder.pid}"):
         with run_lock(tmp_path):
             pass
@@ -100,11 +106,7 @@ def test_run_lock_refuses_a_second_process_and_goes_with_the_first(tmp_path):
 
 
 def test_a_second_run_waits_its_turn_and_says_for_whom(tmp_path):
-    ctx = mp.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold, args=(tmp_path, ready, release))
-    holder.start()
-    assert ready.wait(60)
+    holder, release = _holding(tmp_path)
     told = []
 
     def on_wait(msg):  # the holder is named; then it goes, and the wait ends in the lock
@@ -120,11 +122,7 @@ def test_a_second_run_waits_its_turn_and_says_for_whom(tmp_path):
 
 
 def test_a_wait_past_its_bound_is_one_line(tmp_path):
-    ctx = mp.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold, args=(tmp_path, ready, release))
-    holder.start()
-    assert ready.wait(60)
+    holder, release = _holding(tmp_path)
     try:
         with pytest.raises(RunInUseError) as err:
             with run_lock(tmp_path, wait=0.2):
