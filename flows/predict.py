@@ -4,15 +4,21 @@ Here, not in ``serving/``: the register stage's key hashes that package's
 source, and a change to this command must not register models anew. A
 command pays for every import it makes, so this module imports nothing
 heavy at the top: asking a running ``stmem serve`` loads neither torch nor
-MLflow, and a model in a local SQLite registry is found by reading two rows
-of it, not by starting MLflow (its import and store cost seconds a call).
+MLflow. A model in a local SQLite registry is resolved by MLflow once and
+kept in ``<run>/predict-cache/``, keyed by the store file's size and time:
+while the store is unchanged (no alias moved, no version added) the next
+call loads that copy without starting MLflow (its import and store open
+cost about 2 s a call).
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
+import shutil
+import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -136,7 +142,8 @@ def checkpoint_in(path: Path) -> Path | None:
     """``path`` when it is a checkpoint, or the checkpoint of the logged stmem model at ``path``."""
     from stmem.checkpoint import CONFIG, WEIGHTS  # (torch: loaded only where a model is)
 
-    for d in (path, path / "artifacts" / "checkpoint"):  # registry.py logs it as artifacts={"checkpoint": ...}
+    # registry.py logs it as artifacts={"checkpoint": ...}; its download is a "checkpoint" directory
+    for d in (path, path / "checkpoint", path / "artifacts" / "checkpoint"):
         if (d / CONFIG).is_file() and (d / WEIGHTS).is_file():
             return d
     return None
@@ -146,25 +153,73 @@ def sqlite_path(tracking_uri: str) -> Path | None:
     return Path(tracking_uri[len("sqlite:///"):]) if tracking_uri.startswith("sqlite:///") else None
 
 
-@contextlib.contextmanager
-def model_checkpoint(model_uri: str, tracking_uri: str) -> Iterator[Path]:
-    """The checkpoint directory of a registered model, downloaded by MLflow into a temporary directory that
-    lasts the ``with`` block (MLflow resolves the URI: its registry's tables are its own)."""
-    import tempfile
+CACHE = "predict-cache"
 
+
+def store_state(db: Path) -> list:
+    """What changes when a SQLite store is written: its size and modification time, and its WAL file's."""
+    state = []
+    for f in (db, db.with_name(db.name + "-wal")):
+        with contextlib.suppress(FileNotFoundError):
+            st = f.stat()
+            state.append([f.name, st.st_size, st.st_mtime_ns])
+    return state
+
+
+def _download(model_uri: str, tracking_uri: str, dst: Path) -> Path:
+    """``model_uri``'s checkpoint downloaded by MLflow into ``dst`` (MLflow resolves the URI: its registry's
+    tables are its own)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     # download_artifacts resolves models:/ URIs with the process's registry, whatever its arguments say
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    with tempfile.TemporaryDirectory(prefix="stmem-predict-") as tmp:
-        try:
-            path = mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri.rstrip('/')}/artifacts/checkpoint",
-                                                       dst_path=tmp)
-        except MlflowException as exc:
-            raise ValueError(f"{model_uri}: cannot load from {tracking_uri}: {str(exc).splitlines()[0]}") from None
-        ckpt = checkpoint_in(Path(path))
-        if ckpt is None:
-            raise ValueError(f"{model_uri}: not a stmem model (no checkpoint in it)")
+    try:
+        path = mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri.rstrip('/')}/artifacts/checkpoint",
+                                                   dst_path=str(dst))
+    except MlflowException as exc:
+        raise ValueError(f"{model_uri}: cannot load from {tracking_uri}: {str(exc).splitlines()[0]}") from None
+    ckpt = checkpoint_in(Path(path))
+    if ckpt is None:
+        raise ValueError(f"{model_uri}: not a stmem model (no checkpoint in it)")
+    return ckpt
+
+
+@contextlib.contextmanager
+def model_checkpoint(model_uri: str, tracking_uri: str, cache: Path | None = None) -> Iterator[Path]:
+    """The checkpoint directory of a registered model, for the ``with`` block.
+
+    With a local SQLite store and a ``cache`` directory, the download is kept
+    there under the URIs and the store's ``store_state``: a later call finds
+    it while the store is unchanged, and any write to the store (an alias
+    moved, a version added or deleted) sends the next call back to MLflow.
+    Otherwise it is downloaded into a temporary directory.
+    """
+    db = sqlite_path(tracking_uri)
+    if db is None or cache is None:
+        with tempfile.TemporaryDirectory(prefix="stmem-predict-") as tmp:
+            yield _download(model_uri, tracking_uri, Path(tmp))
+        return
+    state = store_state(db)  # taken before MLflow reads it: a write during the download misses next time
+    family = hashlib.sha256(f"{tracking_uri}\n{model_uri}".encode()).hexdigest()[:12]
+    entry = cache / f"{family}-{hashlib.sha256(json.dumps(state).encode()).hexdigest()[:12]}"
+    ckpt = checkpoint_in(entry)
+    if ckpt is not None:
         yield ckpt
+        return
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=cache))
+    try:
+        _download(model_uri, tracking_uri, tmp)
+        with contextlib.suppress(OSError):  # a call beside this one may have put it there first
+            tmp.rename(entry)
+        for old in cache.glob(f"{family}-*"):  # copies made from earlier states of the store
+            if old != entry:
+                shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ckpt = checkpoint_in(entry)
+    if ckpt is None:
+        raise ValueError(f"{entry}: no checkpoint was kept there")
+    yield ckpt

@@ -56,6 +56,30 @@ def test_a_file_of_questions_is_answered_with_scores_by_the_champion(run_dir, tm
     assert {"torch", "mlflow"} <= modules and "prefect" not in modules
 
 
+
+def test_a_second_call_loads_the_kept_copy_until_the_store_changes(run_dir, tmp_path):
+    import shutil
+
+    from mlflow import MlflowClient
+
+    shutil.copytree(run_dir, tmp_path / "runs" / "tiny")  # its store is changed below
+    run = tmp_path / "runs" / "tiny"
+    q = write_jsonl(tmp_path / "q.jsonl", tiny_questions(run_dir, 2))
+
+    def ask():
+        return predict(run, "--input", str(q), env={"PYTHONPROFILEIMPORTTIME": "1"})
+
+    first, second = ask(), ask()
+    assert first.returncode == second.returncode == 0, first.stderr[-3000:] + second.stderr[-3000:]
+    assert first.stdout == second.stdout
+    assert "mlflow" in imported(first.stderr) and "mlflow" not in imported(second.stderr)
+    # the champion alias removed (any write to the store): MLflow is asked again, and says there is none
+    store = f"sqlite:///{run / 'mlflow.db'}"  # (the registry too: this process's default is the fixture's)
+    MlflowClient(store, registry_uri=store).delete_registered_model_alias("stmem-tiny", "champion")
+    res = predict(run, "--input", str(q))
+    assert res.returncode == 2 and res.stdout == "" and res.stderr.count("\n") == 1, res.stderr[-3000:]
+    assert res.stderr.startswith("stmem: error: models:/stmem-tiny@champion: cannot load from sqlite:///")
+
 def test_several_questions_about_one_context_and_a_question_too_long_for_the_model(run_dir, tmp_path):
     (context, q1), (_, q2) = tiny_questions(run_dir, 2)
     story = tmp_path / "story.txt"
