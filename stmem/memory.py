@@ -39,9 +39,9 @@ class SlotRouter(nn.Module):
     forward hook can read the routing (benchmarks/routing.py).
     """
 
-    def __init__(self, hidden: int, slots: int, route: str):
+    def __init__(self, hidden: int, slots: int, route: str, hard: bool = False):
         super().__init__()
-        self.route = route
+        self.route, self.hard = route, hard
         self.slot_keys = nn.Parameter(torch.randn(slots, hidden))
         self.q = nn.Linear(hidden, hidden)  # from the slots: what each one holds
         self.no_write = nn.Parameter(torch.zeros(1))
@@ -68,8 +68,17 @@ class SlotRouter(nn.Module):
             # "the", say nothing of whom the sentence is about.)
             real = (~pad).unsqueeze(1)
             mean = scores.masked_fill(~real, 0).sum(-1, keepdim=True) / real.sum(-1, keepdim=True).clamp(min=1)
-            return mean.softmax(dim=1)[:, :-1] * real
-        return scores.softmax(dim=1)[:, :-1]  # each token's share per slot; the rest goes nowhere
+            return self._shares(mean)[:, :-1] * real
+        return self._shares(scores)[:, :-1]  # each token's share per slot; the rest goes nowhere
+
+    def _shares(self, scores: torch.Tensor) -> torch.Tensor:
+        """The softmax over slots (dim 1) of (B, K + 1, L) scores; ``hard``: its argmax, one-hot, with the
+        softmax's gradient (straight-through)."""
+        soft = scores.softmax(dim=1)
+        if not self.hard:
+            return soft
+        one_hot = torch.zeros_like(soft).scatter_(1, soft.argmax(dim=1, keepdim=True), 1.0)
+        return one_hot + soft - soft.detach()
 
 
 class RoutedMemory(Memory):
@@ -86,10 +95,10 @@ class RoutedMemory(Memory):
     (a softmax of their mean score), so a sentence is written whole to the slots it chose.
     """
 
-    def __init__(self, hidden: int, slots: int, route: str = "token"):
+    def __init__(self, hidden: int, slots: int, route: str = "token", hard: bool = False):
         super().__init__()
         self.slots = slots
-        self.router = SlotRouter(hidden, slots, route)
+        self.router = SlotRouter(hidden, slots, route, hard)
         self.k = nn.Linear(hidden, hidden)  # routing keys, from the tokens
         self.v = nn.Linear(hidden, hidden)  # what is written
         self.norm = nn.LayerNorm(hidden)
@@ -144,7 +153,7 @@ class NoMemory(Memory):
 
 def build_memory(cfg: MemoryConfig, hidden: int) -> Memory:
     if isinstance(cfg, RoutedMemoryConfig):
-        return RoutedMemory(hidden, cfg.slots, cfg.route)
+        return RoutedMemory(hidden, cfg.slots, cfg.route, cfg.hard)
     if isinstance(cfg, TokenMemoryConfig):
         return MemoryTokens(cfg.slots)
     assert isinstance(cfg, NoMemoryConfig)

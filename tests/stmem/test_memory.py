@@ -96,3 +96,27 @@ def test_memory_tokens_carry_their_outputs_over_and_no_memory_carries_nothing():
     x = torch.randn(2, 4, 8)
     assert torch.equal(none.read(empty, x, pad[:, :4])[0], x)  # nothing in front of the segment
     assert none.write(empty, states, pad).shape == (2, 0, 8)
+
+
+def test_hard_routing_writes_each_segment_whole_to_its_best_slot_and_still_learns_the_routing():
+    torch.manual_seed(0)
+    mem = RoutedMemory(8, 4, route="segment", hard=True)
+    with torch.no_grad():
+        mem.router.no_write.fill_(-1e4)  # a slot is always best here (writing nowhere is tested above)
+    prev, tokens = torch.zeros(3, 4, 8), torch.randn(3, 5, 8, requires_grad=True)
+    pad = torch.tensor([[False] * 5, [False, False, True, True, True], [False] * 5])
+    shares = mem.router(prev, *mem.router.prepare(mem.k(tokens), pad), pad)  # (B, K, L)
+    soft = RoutedMemory(8, 4, route="segment")
+    soft.load_state_dict(mem.state_dict())
+    best = soft.router(prev, *soft.router.prepare(soft.k(tokens), pad), pad)[:, :, 0].argmax(1)
+    for b in range(3):  # the best slot takes every real token whole, padding goes nowhere
+        real = ~pad[b]
+        taken = shares[b][:, real].detach()
+        one_hot = torch.zeros_like(taken)
+        one_hot[best[b]] = 1
+        assert torch.allclose(taken, one_hot, atol=1e-6) and shares[b][:, ~real].abs().sum() == 0
+    out = mem.step(prev, *mem.prepare(tokens, pad))
+    for b in range(3):
+        assert (out[b].abs().sum(-1) > 0).sum() == 1  # the chosen slot changed, the others are kept exactly
+    out.pow(2).sum().backward()
+    assert mem.router.slot_keys.grad.abs().sum() > 0  # the softmax's gradient reaches the routing
