@@ -128,6 +128,18 @@ def mlflow_store(tracking_uri: str | None, run_dir: Path) -> tuple[str, Path | N
     return uri, None
 
 
+def _run_exists(client, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return True
+
+
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
     out: dict[str, Any] = {}
@@ -284,6 +296,10 @@ def register_model(*, checkpoint_dir: Path, tracking_uri: str, experiment: str, 
     mlflow.set_registry_uri(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     figures = {"metric": metric, "metric_value": repr(value), **({TEST_SET_TAG: test_set} if test_set else {})}
+    if run_id and not _run_exists(client, run_id):
+        # the store was replaced or register.tracking_uri changed since training opened its run
+        log.warning("training's MLflow run %s is not in %s: registering in a new run", run_id, tracking_uri)
+        run_id = None
     if run_id:
         with registry_lock(tracking_uri):
             done = _recover_run(client, model_name, run_id, figures, min_improvement)

@@ -495,3 +495,19 @@ def test_cli_promote_and_rollback(ladder, tmp_path, monkeypatch, capsys):
     stmem("rollback"), stmem("rollback")
     assert _champion(client) == "1"
     assert stmem("rollback") == (2, "", f"stmem: error: {LADDER}: no earlier champion than version 1 to roll back to")
+
+
+def test_a_training_run_missing_from_the_store_is_registered_in_a_new_run(tmp_path, checkpoint, caplog):
+    """The store was replaced (or register.tracking_uri changed) after training opened its run."""
+    from mlflow import MlflowClient
+
+    from serving.registry import default_tracking_uri, register_model
+
+    uri = default_tracking_uri(tmp_path)
+    gone = "0123456789abcdef0123456789abcdef"
+    result = register_model(checkpoint_dir=checkpoint, tracking_uri=uri, experiment="moved", model_name="stmem-moved",
+                            metric="acc", params={}, metrics={"acc": 0.5}, run_id=gone, test_set="A")
+    assert result["run_id"] != gone and int(result["version"]) == 1 and result["alias"] == "champion"
+    client = MlflowClient(uri, registry_uri=uri)
+    assert client.get_run(result["run_id"]).data.metrics["acc"] == 0.5
+    assert f"training's MLflow run {gone} is not in {uri}: registering in a new run" in caplog.text
