@@ -288,6 +288,11 @@ def write_outputs(cfg: Config, model: MemoryQA, out_dir: Path, test_examples: li
             "history": state.history}
 
 
+# Where a torchrun rank 0 writes why training diverged, so that the train stage raises TrainingDiverged
+# (one line, never retried) instead of a failed torchrun.
+DIVERGED_FILE = "STMEM_DIVERGED_FILE"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m stmem.train", description="Train MemoryQA on a dataset directory "
                                  "(one process, or one per device under torchrun --nproc_per_node=N -m stmem.train).")
@@ -311,6 +316,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             summary = _fit_published(cfg, args.dataset_dir, args.out_dir, args.kg_dir)
     except TrainingDiverged as err:
+        if os.environ.get(DIVERGED_FILE) and int(os.environ.get("RANK", "0")) == 0:
+            Path(os.environ[DIVERGED_FILE]).write_text(str(err))  # for the stage that started torchrun
         ap.exit(2, f"{ap.prog}: error: {err}\n")
     if summary:
         print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))

@@ -137,8 +137,14 @@ def _torchrun(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
                f"--nproc_per_node={cfg.train.processes}", "-m", "stmem.train", "--in-place",
                "--dataset-dir", str(inputs["dataset"]), "--kg-dir", str(inputs["kg"]), "--out-dir", str(out),
                "--config", str(config)]
-        env = {**os.environ, "OMP_NUM_THREADS": str(cfg.train.num_threads or 1)}
+        from stmem.errors import TrainingDiverged
+        from stmem.train import DIVERGED_FILE
+
+        diverged = Path(tmp) / "diverged.txt"
+        env = {**os.environ, "OMP_NUM_THREADS": str(cfg.train.num_threads or 1), DIVERGED_FILE: str(diverged)}
         done = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)  # its epoch lines to our stdout
+        if done.returncode != 0 and diverged.is_file():
+            raise TrainingDiverged(diverged.read_text())
         if done.returncode != 0:
             raise RuntimeError(f"torchrun exited with {done.returncode}: {done.stderr.strip()[-2000:]}")
     ev = json.loads((out / "eval.json").read_text())

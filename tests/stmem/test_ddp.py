@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.conftest import TINY_CONFIG, make_dataset, stmem_cli
+from tests.conftest import TINY_CONFIG, error_lines, make_dataset, stmem_cli
 
 REPO = Path(__file__).resolve().parents[2]
 SETTINGS = ["model.backbone={hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64}",
@@ -70,3 +70,13 @@ def test_pipeline_train_stage_runs_under_torchrun(tmp_path):
     ev = json.loads((tmp_path / "tiny" / "train" / "eval.json").read_text())
     assert ev["world_size"] == 2 and ev["epochs_run"] == 2
     assert (tmp_path / "tiny" / "register" / "registration.json").is_file()
+    # diverged under torchrun: the same one line as in one process, never retried
+    res = stmem_cli("stage", "train", "--config", str(TINY_CONFIG), "--set", f"run.root={tmp_path}",
+                    "--set", "train.processes=2", "--set", "train.lr=1.0e+30", "--set", "train.warmup_ratio=0",
+                    "--set", "run.retries=2", "--set", "run.retry_delay=0")
+    assert res.returncode == 2
+    assert error_lines(res.stderr) == [
+        "stmem: error: training diverged: the loss is nan at epoch 1, step 2 (optimizer step 2, train.lr 1e+30); "
+        "stopped there, no checkpoint written from it and nothing published; lower train.lr or check the data"]
+    assert "Retrying" not in (tmp_path / "tiny" / "stmem.log").read_text()
+    assert json.loads((tmp_path / "tiny" / "train" / "eval.json").read_text()) == ev  # the model before stays
