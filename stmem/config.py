@@ -187,6 +187,11 @@ class RoutedMemoryConfig(Section):
     # routing starts near uniform, so every segment is blended into every slot
     # and no slot holds one fact (dialog bAbI: shares of 0.08-0.27 each after 30 epochs).
     hard: bool = False
+    # Weight of an auxiliary loss: what a segment writes (the normalised mean
+    # of its tokens' values) must predict the segment's words through the
+    # output embeddings, so a slot holds its words from the first steps,
+    # before any answer needs them. 0: none.
+    reconstruct: float = Field(0.0, ge=0)
 
 
 class TokenMemoryConfig(Section):
@@ -209,6 +214,10 @@ class ModelConfig(Section):
     backbone: BackboneConfig = BackboneConfig()
     memory: MemoryConfig = RoutedMemoryConfig()
     decoder_layers: int = Field(1, ge=1)
+    # true: the decoder attends to the memory's slots as written, beside the
+    # backbone's states over [memory ; last segment ; question] (dialog bAbI's
+    # API call read nothing from the backbone's states over the slots)
+    decoder_reads_slots: bool = False
     dropout: float = Field(0.1, ge=0, lt=1)  # backbone built from sizes, and the decoder
     kg_fusion: bool = True
 

@@ -45,6 +45,10 @@ class SlotRouter(nn.Module):
         self.slot_keys = nn.Parameter(torch.randn(slots, hidden))
         self.q = nn.Linear(hidden, hidden)  # from the slots: what each one holds
         self.no_write = nn.Parameter(torch.zeros(1))
+        if hard:
+            # a slot never written (exactly zero: the memory starts at zero) is preferred by this much, so the
+            # first segments each take a slot of their own instead of overwriting one another
+            self.empty_bias = nn.Parameter(torch.tensor(4.0))
 
     def prepare(self, keys: torch.Tensor, pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The scores' terms that do not depend on the memory, for (..., L, H) token keys.
@@ -60,6 +64,8 @@ class SlotRouter(nn.Module):
     def forward(self, prev: torch.Tensor, kq: torch.Tensor, base: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         """(B, K, L): what each token of the segment gives each of the (B, K, H) memory's slots."""
         scores = torch.baddbmm(base, prev, kq.transpose(1, 2))
+        if self.hard:
+            scores = scores + self.empty_bias * (prev == 0).all(-1, keepdim=True)
         scores = torch.cat([scores, self.no_write.expand(scores.shape[0], 1, scores.shape[2])], dim=1)
         if self.route == "segment":
             # One softmax of the segment's mean score, given by each of its real
@@ -107,6 +113,12 @@ class RoutedMemory(Memory):
     def write(self, memory: torch.Tensor, states: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         k = memory.shape[1]  # ``read`` put the slots first; the segment's tokens follow
         return self.step(memory, *self.prepare(states[:, k:], pad[:, k:]))
+
+    def summary(self, states: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """What a segment routed whole writes: the normalised mean value of (..., L, H) token states
+        (``reconstruct``'s input); an all-pad segment gives the norm of zero."""
+        real = (~pad).unsqueeze(-1).to(states.dtype)
+        return self.norm((self.v(states) * real).sum(-2) / real.sum(-2).clamp(min=1))
 
     def write_each(self, memory: torch.Tensor, states: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         """Write (B, S, L, H) states of S segments read without the memory, in story order."""

@@ -8,7 +8,8 @@
    (``memory.write``; stmem/memory.py). The memory starts at zero, so
    everything in it was written from the input.
 2. The question is read as [memory ; last segment ; question]: recent facts
-   are visible directly, older ones only through the memory.
+   are visible directly, older ones only through the memory
+   (``model.decoder_reads_slots``: the decoder also reads the slots as written).
 3. A small transformer decoder generates the answer from those states,
    reading the question first so its queries know what was asked.
 
@@ -113,8 +114,21 @@ class MemoryQA(nn.Module):
         x, pad = self.memory.read(memory, self.embed(ids, ent), ids == self.vocab.pad_id)
         return self.backbone(x, pad), pad
 
-    def read_context(self, segments: torch.Tensor, seg_ents: torch.Tensor) -> torch.Tensor:
-        """The (B, slots, H) memory after (B, S, L) segments; empty (all-pad) segments leave it unchanged."""
+    def reconstruction_loss(self, states: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Mean over the real tokens of (N, L) segments of -log p(token | the segment's ``summary``),
+        p a softmax over the vocabulary through the tied output embeddings: what a segment writes
+        must hold its words (``model.memory.reconstruct``)."""
+        pad = ids == self.vocab.pad_id
+        logits = self.memory.summary(states, pad) @ self.word_embeddings.weight.T  # (N, V)
+        nll = -logits.log_softmax(-1).gather(1, ids)  # (N, L)
+        return nll.masked_fill(pad, 0).sum() / (~pad).sum().clamp(min=1)
+
+    def read_context(self, segments: torch.Tensor, seg_ents: torch.Tensor,
+                     recon: list | None = None) -> torch.Tensor:
+        """The (B, slots, H) memory after (B, S, L) segments; empty (all-pad) segments leave it unchanged.
+
+        ``recon``: a list to which each segment read appends its ``reconstruction_loss``.
+        """
         B, S, L = segments.shape
         memory = self.word_embeddings.weight.new_zeros(B, self.memory.slots, self.backbone.hidden_size)
         if self.memory.slots == 0:
@@ -130,19 +144,26 @@ class MemoryQA(nn.Module):
             states = memory.new_zeros(B, S, L, memory.shape[2])
             states[real] = self.backbone(self.embed(segments[real], seg_ents[real]), pad[real],
                                          first_position=memory.shape[1]).to(states.dtype)
+            if recon is not None:
+                recon.append(self.reconstruction_loss(states[real], segments[real]))
             return self.memory.write_each(memory, states, pad)
+        k = memory.shape[1]
         for t in range(S):
             ids, ents = segments[:, t], seg_ents[:, t]
             rows = (ids != self.vocab.pad_id).any(dim=1).nonzero().squeeze(1)
-            if len(rows) == B:
-                memory = self.memory.write(memory, *self.read_segment(memory, ids, ents))
-            elif len(rows):  # only rows whose segment t holds tokens are read; the others keep their memory
-                prev = memory[rows]
-                written = self.memory.write(prev, *self.read_segment(prev, ids[rows], ents[rows]))
-                memory = memory.index_copy(0, rows, written)
+            if not len(rows):
+                continue
+            full = len(rows) == B  # else only rows whose segment t holds tokens are read; the others keep theirs
+            prev, ids, ents = (memory, ids, ents) if full else (memory[rows], ids[rows], ents[rows])
+            states, pad = self.read_segment(prev, ids, ents)
+            if recon is not None:
+                recon.append(self.reconstruction_loss(states[:, k:], ids))
+            written = self.memory.write(prev, states, pad)
+            memory = written if full else memory.index_copy(0, rows, written)
         return memory
 
-    def encode_question(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_question(self, batch: dict[str, torch.Tensor],
+                        recon: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Read [memory ; last segment ; question] once the memory has read every segment.
 
         The last segment is written to memory like the others (a slot holds a
@@ -150,9 +171,12 @@ class MemoryQA(nn.Module):
         is also visible token by token beside the question.
         """
         seg, ents = batch["segments"], batch["segment_entities"]
-        memory = self.read_context(seg, ents)
+        memory = self.read_context(seg, ents, recon)
         ids = torch.cat([seg[:, -1], batch["question"]], dim=1)
-        return self.read_segment(memory, ids, torch.cat([ents[:, -1], batch["question_entities"]], dim=1))
+        enc, pad = self.read_segment(memory, ids, torch.cat([ents[:, -1], batch["question_entities"]], dim=1))
+        if not self.cfg.decoder_reads_slots:
+            return enc, pad
+        return torch.cat([enc, memory], dim=1), torch.cat([pad, pad.new_zeros(memory.shape[:2])], dim=1)
 
     def _decode(self, enc: torch.Tensor, enc_pad: torch.Tensor, question: torch.Tensor,
                 prefix: torch.Tensor) -> torch.Tensor:
@@ -177,12 +201,16 @@ class MemoryQA(nn.Module):
         return self.out_norm(y) @ self.word_embeddings.weight.T  # output projection tied to the input embeddings
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean token cross-entropy of the answer (teacher forcing)."""
-        enc, enc_pad = self.encode_question(batch)
+        """Mean token cross-entropy of the answer (teacher forcing), plus ``model.memory.reconstruct`` times
+        the mean ``reconstruction_loss`` of the segments read while training."""
+        weight = getattr(self.cfg.memory, "reconstruct", 0.0) if self.training else 0.0
+        recon = [] if weight else None
+        enc, enc_pad = self.encode_question(batch, recon)
         target = batch["answer_ids"]  # (B, A) answer tokens + EOS, pad after
         bos = torch.full_like(target[:, :1], self.vocab.bos_id)
         logits = self._decode(enc, enc_pad, batch["question"], torch.cat([bos, target[:, :-1]], dim=1))
-        return F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=self.vocab.pad_id)
+        loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=self.vocab.pad_id)
+        return loss + weight * torch.stack(recon).mean() if recon else loss
 
     @torch.no_grad()
     def generate(self, batch: dict[str, torch.Tensor]) -> list[list[int]]:

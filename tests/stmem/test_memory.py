@@ -107,7 +107,7 @@ def test_hard_routing_writes_each_segment_whole_to_its_best_slot_and_still_learn
     pad = torch.tensor([[False] * 5, [False, False, True, True, True], [False] * 5])
     shares = mem.router(prev, *mem.router.prepare(mem.k(tokens), pad), pad)  # (B, K, L)
     soft = RoutedMemory(8, 4, route="segment")
-    soft.load_state_dict(mem.state_dict())
+    soft.load_state_dict(mem.state_dict(), strict=False)  # (without the empty-slot bias: no slot is written yet)
     best = soft.router(prev, *soft.router.prepare(soft.k(tokens), pad), pad)[:, :, 0].argmax(1)
     for b in range(3):  # the best slot takes every real token whole, padding goes nowhere
         real = ~pad[b]
@@ -120,3 +120,23 @@ def test_hard_routing_writes_each_segment_whole_to_its_best_slot_and_still_learn
         assert (out[b].abs().sum(-1) > 0).sum() == 1  # the chosen slot changed, the others are kept exactly
     out.pow(2).sum().backward()
     assert mem.router.slot_keys.grad.abs().sum() > 0  # the softmax's gradient reaches the routing
+
+
+def test_hard_routing_gives_a_segment_an_empty_slot_before_overwriting_one():
+    torch.manual_seed(0)
+    mem = RoutedMemory(8, 3, route="segment", hard=True)
+    with torch.no_grad():
+        mem.router.no_write.fill_(-1e4)
+    tokens, pad = torch.randn(1, 5, 8), torch.zeros(1, 5, dtype=torch.bool)
+    memory = torch.zeros(1, 3, 8)
+    written = []
+    with torch.no_grad():
+        for _ in range(4):  # the same segment four times
+            memory = mem.step(memory, *mem.prepare(tokens, pad))
+            written.append(int((memory.abs().sum(-1) > 0).sum()))
+        assert written == [1, 2, 3, 3]  # a slot of its own while one is empty, then the best one again
+        mem.router.empty_bias.fill_(0)  # without the preference the same segment takes the same slot each time
+        memory = torch.zeros(1, 3, 8)
+        for _ in range(4):
+            memory = mem.step(memory, *mem.prepare(tokens, pad))
+        assert int((memory.abs().sum(-1) > 0).sum()) == 1

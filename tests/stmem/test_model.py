@@ -151,3 +151,43 @@ def test_memory_model_learns_what_only_memory_can_answer():
 @pytest.mark.timeout(300)
 def test_the_batched_segment_routed_memory_learns_it_too():
     assert _accuracy_after_training({**BATCHED, "route": "segment"}) >= 0.9
+
+
+def test_reconstruction_loss_is_the_segments_words_from_what_they_write_and_only_in_training():
+    """model.memory.reconstruct: each segment's summary predicts its own words, added to the loss while training."""
+    memory = {**ROUTED, "route": "segment", "hard": True}
+    plain, recon = tiny(memory), tiny({**memory, "reconstruct": 0.5})
+    batch = collate([example([4, 5, 6, 7, 0, 0]), example([8, 9, 9, 0, 0, 0])], 0, 6)
+    assert torch.equal(plain(batch), recon(batch))  # eval: the answer's loss alone
+    recon.train(), plain.train()
+    torch.manual_seed(1)
+    with_recon = recon(batch)
+    torch.manual_seed(1)
+    answer_only = plain(batch)
+    # by hand: segment by segment, -log p(word | summary) over its real words, the mean over segments
+    terms = []
+    memory_state = torch.zeros(2, 4, 32)
+    with torch.no_grad():  # (dropout is 0: nothing here is random)
+        for t in range(2):
+            ids = batch["segments"][:, t]
+            states, pad = recon.read_segment(memory_state, ids, batch["segment_entities"][:, t])
+            terms.append(recon.reconstruction_loss(states[:, 4:], ids))
+            memory_state = recon.memory.write(memory_state, states, pad)
+        logits = recon.memory.summary(states[:, 4:], ids == 0) @ recon.word_embeddings.weight.T
+        words = [(b, w) for b in range(2) for w in ids[b].tolist() if w]
+        by_hand = -sum(float(logits[b].log_softmax(-1)[w]) for b, w in words) / len(words)
+    assert float(terms[-1]) == pytest.approx(by_hand, rel=1e-5)
+    assert float((with_recon - answer_only).detach()) == pytest.approx(0.5 * float(torch.stack(terms).mean()), rel=1e-4)
+
+
+def test_decoder_reading_the_slots_changes_only_the_decoders_input():
+    a = tiny({**ROUTED, "route": "segment"})
+    torch.manual_seed(0)
+    b = MemoryQA(a.cfg.model_copy(update={"decoder_reads_slots": True}), VOCAB).eval()
+    b.load_state_dict(a.state_dict())  # no parameter of its own
+    batch = collate([example([4, 5, 6, 7, 8, 9])], 0, 6)
+    enc_a, pad_a = a.encode_question(batch)
+    enc_b, pad_b = b.encode_question(batch)
+    memory = a.read_context(batch["segments"], batch["segment_entities"])
+    assert torch.equal(enc_b, torch.cat([enc_a, memory], 1)) and not pad_b[:, enc_a.shape[1]:].any()
+    assert (a(batch) - b(batch)).abs() > 1e-6
