@@ -51,9 +51,9 @@ def test_a_file_of_questions_is_answered_with_scores_by_the_champion(run_dir, tm
     assert [g["question"] for g in got] == [q for _, q in rows]  # one line per question, in input order
     assert [g["answer"] for g in got] == answers
     assert [g["score"] for g in got] == pytest.approx(scores, rel=1e-5) and all(0 < s <= 1 for s in scores)
-    # models:/stmem-tiny@champion resolved by MLflow in the run's registry; no Prefect
+    # the model loaded here (models:/stmem-tiny@champion: MLflow, or the copy an earlier call kept); no Prefect
     modules = imported(res.stderr)
-    assert {"torch", "mlflow"} <= modules and "prefect" not in modules
+    assert "torch" in modules and "prefect" not in modules
 
 
 

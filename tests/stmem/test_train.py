@@ -69,7 +69,8 @@ def test_fit_writes_checkpoint_and_eval(trained):
 def test_checkpoint_round_trip_and_raw_text_inference_match_training_encoding(ds, trained):
     out, _ = trained
     model, config = load_checkpoint(out)
-    assert config["model"]["memory"] == {"type": "routed", "slots": 2, "route": "token", "segment_sees_memory": True}
+    assert config["model"]["memory"] == {"type": "routed", "slots": 2, "route": "token", "segment_sees_memory": True,
+                                         "hard": False, "reconstruct": 0.0}
     examples = load_examples(split_file(ds, "test"))
     expected = predict_answers(model, examples, load_tokenizer(out / "tokenizer.json"), batch_size=4, device="cpu")
     stories = {s.story_id: s for s in read_corpus(ds.parent / "corpus.parquet")}
