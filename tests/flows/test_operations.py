@@ -281,7 +281,9 @@ def test_run_killed_during_training_resumes_from_its_checkpoint(tmp_path):
     root = tmp_path / "killed"
     servers_before = prefect_servers()
     # no PREFECT_API_URL: the command starts (and must not outlive) a temporary server of its own
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PREFECT_API_URL": ""}
+    # (not MLFLOW_TRACKING_URI: a test before this one in the process may have had MLflow set it, as stmem_cli says)
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PREFECT_API_URL": ""}
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--config", str(TINY_CONFIG),
                              "--set", f"run.root={root}", *slow], cwd=REPO, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
