@@ -135,7 +135,7 @@ def _print_summary(cfg, started: str) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     """One JSON line per question, in input order, printed once every question is answered."""
-    from flows.predict import (CACHE, ask_checkpoint, ask_server, checkpoint_in, model_checkpoint, read_questions,
+    from flows.predict import (ask_checkpoint, ask_server, checkpoint_in, model_checkpoint, read_questions,
                                running_server, serving_record)
 
     cfg = _run_config(args)
@@ -157,8 +157,7 @@ def _predict(args: argparse.Namespace) -> int:
         answers, scores = ask_checkpoint(ckpt, rows)
     else:
         uri = _existing_store(args.tracking_uri, "check --tracking-uri") if args.tracking_uri else _store_uri(cfg)
-        with model_checkpoint(args.model or f"models:/{cfg.register.model_name}@champion", uri,
-                              cache=cfg.run_dir / CACHE) as ckpt:
+        with model_checkpoint(args.model or f"models:/{cfg.register.model_name}@champion", uri) as ckpt:
             answers, scores = ask_checkpoint(ckpt, rows)
     for row, answer, score in zip(rows, answers, scores):
         print(json.dumps({"question": row.question, "answer": answer, "score": score}))

@@ -5,7 +5,7 @@ source, and a change to this command must not register models anew. A
 command pays for every import it makes, so this module imports nothing
 heavy at the top: asking a running ``stmem serve`` loads neither torch nor
 MLflow. A model in a local SQLite registry is resolved by MLflow once and
-kept in ``<run>/predict-cache/``, keyed by the store file's size and time:
+kept beside the store in ``predict-cache/``, keyed by the store file's size and time:
 while the store is unchanged (no alias moved, no version added) the next
 call loads that copy without starting MLflow (its import and store open
 cost about 2 s a call).
@@ -187,20 +187,22 @@ def _download(model_uri: str, tracking_uri: str, dst: Path) -> Path:
 
 
 @contextlib.contextmanager
-def model_checkpoint(model_uri: str, tracking_uri: str, cache: Path | None = None) -> Iterator[Path]:
+def model_checkpoint(model_uri: str, tracking_uri: str) -> Iterator[Path]:
     """The checkpoint directory of a registered model, for the ``with`` block.
 
-    With a local SQLite store and a ``cache`` directory, the download is kept
-    there under the URIs and the store's ``store_state``: a later call finds
-    it while the store is unchanged, and any write to the store (an alias
-    moved, a version added or deleted) sends the next call back to MLflow.
-    Otherwise it is downloaded into a temporary directory.
+    With a local SQLite store, the download is kept beside it in
+    ``predict-cache/`` under the URIs and the store's ``store_state``: a later
+    call finds it while the store is unchanged, and any write to the store (an
+    alias moved, a version added or deleted) sends the next call back to
+    MLflow. Otherwise (a tracking server) it is downloaded into a temporary
+    directory.
     """
     db = sqlite_path(tracking_uri)
-    if db is None or cache is None:
+    if db is None:
         with tempfile.TemporaryDirectory(prefix="stmem-predict-") as tmp:
             yield _download(model_uri, tracking_uri, Path(tmp))
         return
+    cache = db.parent / CACHE  # beside the store it is keyed by: asking creates no run directory
     state = store_state(db)  # taken before MLflow reads it: a write during the download misses next time
     family = hashlib.sha256(f"{tracking_uri}\n{model_uri}".encode()).hexdigest()[:12]
     entry = cache / f"{family}-{hashlib.sha256(json.dumps(state).encode()).hexdigest()[:12]}"
