@@ -96,8 +96,9 @@ class CorpusConfig(Section):
     # Classes of words that play the same part in this corpus's stories
     # (people, places, objects). `train.swap_words` permutes each class at
     # random in every training example (stmem/transforms.py), so the model
-    # cannot learn answers by name. Each word must be one token of the
-    # dataset's tokenizer.
+    # cannot learn answers by name. The trained tokenizer holds each word
+    # as one token (one the training split never says joins its vocabulary,
+    # and swapping trains it); a given tokenizer must already.
     word_classes: list[list[str]] = Field(default_factory=list)
     # The tasks whose examples are swapped; None: all. Leave out a task whose
     # answers come from what the words mean (bAbI qa20: "Yann is tired. Where

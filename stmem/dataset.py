@@ -84,7 +84,8 @@ def decode_answer(tokenizer: Tokenizer, ids: list[int]) -> str:
     return normalize_answer(tokenizer.decode(ids))
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, spell: Iterable[str] = ()) -> Tokenizer:
+def train_tokenizer(texts: Iterable[str], vocab_size: int, spell: Iterable[str] = (),
+                    words: Iterable[str] = ()) -> Tokenizer:
     """A lowercase WordPiece tokenizer: every character, then whole words of ``texts``, most frequent first.
 
     The vocabulary is the same for the same texts, so two builds of one dataset
@@ -96,24 +97,30 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, spell: Iterable[str] 
     pieces), so any text the alphabet covers can be encoded. ``spell``: more texts
     whose characters (not words) join the alphabet, so that words never seen in
     training (dialog bAbI's OOV restaurants, "beijing" with no "j" in training)
-    can still be read and generated.
+    can still be read and generated. ``words``: whole words that join the
+    vocabulary after the ranked ones when no text put them there
+    (``corpus.word_classes``: a class word the training split never says is
+    one token, which swapping trains).
     """
     tok = Tokenizer(models.WordPiece(vocab={UNK: 0}, unk_token=UNK))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
 
-    def words(text: str) -> Iterator[str]:
+    def split(text: str) -> Iterator[str]:
         return (w for w, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text)))
 
-    counts = Counter(w for text in texts for w in words(text))
-    chars = sorted({c for w in counts for c in w} | {c for text in spell for w in words(text) for c in w})
+    counts = Counter(w for text in texts for w in split(text))
+    named = [w for word in words for w in split(word)]
+    chars = sorted({c for w in counts for c in w} | {c for text in spell for w in split(text) for c in w})
     vocab = [PAD, UNK, BOS, EOS, *chars, *(f"##{c}" for c in chars)]
     known = set(vocab)
     ranked = sorted((w for w in counts if w not in known), key=lambda w: (-counts[w], w))
     vocab += ranked[:max(0, vocab_size - len(vocab))]
+    have = set(vocab)
+    vocab += [w for w in dict.fromkeys(named) if w not in have]
     tok.model = models.WordPiece(vocab={t: i for i, t in enumerate(vocab)}, unk_token=UNK,
-                                 max_input_chars_per_word=max(100, max(map(len, counts), default=0)))
+                                 max_input_chars_per_word=max(100, max(map(len, [*counts, *named]), default=0)))
     return tok
 
 
@@ -299,7 +306,7 @@ def _texts(corpus_path: Path, splits: tuple[str, ...], seen: list[int]) -> Itera
 def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: Path, out_dir: Path,
                   segment_len: int = 24, max_segments: int | None = None, tokenizer: str | None = None,
                   vocab_size: int = 2000, max_question_len: int | None = None, max_answer_len: int | None = None,
-                  pack_sentences: bool = True, aliases_path: Path | None = None,
+                  pack_sentences: bool = True, aliases_path: Path | None = None, words: list[str] = (),
                   row_group_rows: int = ROW_GROUP_ROWS) -> dict:
     """Write the examples (``split_file`` per split), ``tokenizer.json``, ``dataset_info.json``,
     ``dataset_card.json`` (and a copy of the extract stage's ``entity_aliases.parquet``, which the model
@@ -314,12 +321,13 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
     question or answer is refused with the count and the length it needs.
     ``max_segments`` None keeps every context whole; given, a longer context
     keeps its newest ``max_segments`` segments, and the card counts them.
+    ``words``: whole words the trained tokenizer must hold (``train_tokenizer``).
     """
     if tokenizer is None:
         seen = [0]
         # the vocabulary from the train split; the characters of the other splits too (words, never)
         tok = train_tokenizer(_texts(corpus_path, ("train",), seen), vocab_size,
-                              spell=_texts(corpus_path, tuple(s for s in SPLITS if s != "train"), [0]))
+                              spell=_texts(corpus_path, tuple(s for s in SPLITS if s != "train"), [0]), words=words)
         if not seen[0]:  # a given tokenizer can encode a test-only corpus
             raise CorpusError(f"{corpus_path}: no training stories to train a tokenizer on")
     else:

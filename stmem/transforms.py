@@ -64,7 +64,9 @@ class WordSwap:
     question and answer alike, so the example stays true: only the names
     change, and the model cannot learn answers by name. A class is permuted
     among the words that the example's task uses in its training examples,
-    so a task keeps its own vocabulary. Each word's usual KG entity in that
+    so a task keeps its own vocabulary, and the class words that no training
+    example uses: swapping is what trains them (dialog bAbI's OOV cuisines
+    and places, named by its KB). Each word's usual KG entity in that
     task follows it: every token linked to the old word's entity (the "the"
     of "the kitchen" too) is linked to the new one's. ``tasks``: only
     examples of these tasks are swapped (None: all).
@@ -91,12 +93,14 @@ class WordSwap:
         if missing:
             raise ValueError(f"corpus.word_class_tasks: {missing[0]!r} has no training examples (tasks: {sorted(used)})")
         self.vocab, self.entities = tokenizer.get_vocab_size(), top_entity + 1
+        unsaid = {t for row in ids for t in row} - set().union(*used.values())  # no training example says them
         # per task: the classes with at least two words to permute there, and
         # each word's usual entity id there (0: none)
         self.members: dict[str, list[torch.Tensor]] = {}
         self.entity_of: dict[str, torch.Tensor] = {}
         for task, words in used.items():
-            self.members[task] = [torch.tensor(m) for m in ([t for t in row if t in words] for row in ids) if len(m) > 1]
+            self.members[task] = [torch.tensor(m) for m in ([t for t in row if t in words or t in unsaid] for row in ids)
+                                  if len(m) > 1]
             self.entity_of[task] = torch.zeros(self.vocab, dtype=torch.long)
             for t, counts in linked[task].items():
                 self.entity_of[task][t] = counts.most_common(1)[0][0]

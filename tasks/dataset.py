@@ -20,4 +20,6 @@ def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
                          mentions_path=inputs["extract"] / "mentions.parquet",
                          entity_index_path=inputs["kg"] / "entity_index.parquet", out_dir=out,
                          aliases_path=inputs["extract"] / "entity_aliases.parquet",
+                         # swapping trains the class words the training split never says: one token each
+                         words=[w for words in cfg.corpus.word_classes for w in words],
                          **cfg.dataset.model_dump())

@@ -68,7 +68,7 @@ GRAPH: dict[str, Stage] = {s.name: s for s in (
                             "kg": ("entity_index.parquet",)},
           writes=(*map(split_path, SPLITS), "tokenizer.json", "dataset_info.json",
                   "dataset_card.json", "entity_aliases.parquet"),
-          sections=("dataset",), build="tasks.dataset:build",
+          sections=("dataset", "corpus.word_classes"), build="tasks.dataset:build",
           extra_inputs="tasks.dataset:tokenizer_file"),
     Stage("train", reads={"dataset": (*map(split_path, SPLITS), "tokenizer.json",
                                       "entity_aliases.parquet"),

@@ -138,3 +138,20 @@ def test_config_and_ingest(tmp_path, dialog_dir):
     assert {s.task for s in stories} == {"dialog-t1", "dialog-t1-oov"}
     assert load_config(None, ["corpus.format=dialog_babi", "corpus.path=x", "corpus.tasks=[t1]"]).corpus.dialog_babi \
         .oov_test  # included unless left out
+
+
+def test_kbwords_config_swaps_the_kb_cuisines_and_places(dialog_dir):
+    # conf/dialog-babi-t1-kbwords.yaml lists the KB's cuisines and places by hand: they must be
+    # exactly the KB's, the five tst-OOV says among them
+    cfg = load_config(Path(__file__).resolve().parents[2] / "conf" / "dialog-babi-t1-kbwords.yaml",
+                      [f"corpus.path={dialog_dir}"])
+    kb = {}
+    for line in (dialog_dir / "dialog-babi-kb-all.txt").read_text().splitlines():
+        _, relation, value = line.split(" ", 1)[1].replace("\t", " ").split(" ")
+        kb.setdefault(relation, set()).add(value)
+    assert [set(c) for c in cfg.corpus.word_classes] == [kb["R_cuisine"], kb["R_location"]]
+    assert cfg.train.swap_words
+    oov = read_dialog_babi(dialog_dir, ["t1"])
+    said = {w for s in oov if s.task == "dialog-t1-oov" for a in s.answers if a.startswith("api_call")
+            for w in a.split()[1:3]}
+    assert said <= kb["R_cuisine"] | kb["R_location"] and "tokyo" in said

@@ -46,6 +46,18 @@ def test_decoded_answers_match_their_gold_form():
         assert decode_answer(tok, tok.encode(a, add_special_tokens=False).ids) == a
 
 
+def test_named_words_join_the_vocabulary_whole_and_leave_the_rest_as_it_was():
+    texts = ["mary moved to the kitchen .", "john went to the garden ."] * 3
+    plain = train_tokenizer(texts, vocab_size=200)
+    named = train_tokenizer(texts, vocab_size=200, words=["kitchen", "tokyo", "bombay"])  # no "b" in texts
+    assert plain.encode("tokyo bombay", add_special_tokens=False).tokens == ["to", "##k", "##y", "##o", "[UNK]"]
+    assert named.encode("tokyo bombay", add_special_tokens=False).tokens == ["tokyo", "bombay"]
+    # a word the texts already have keeps its id, and every id before the new word is unchanged
+    vocab = plain.get_vocab()
+    assert {t: i for t, i in named.get_vocab().items() if t not in ("tokyo", "bombay")} == vocab
+    assert [named.token_to_id(w) for w in ("tokyo", "bombay")] == [len(vocab), len(vocab) + 1]
+
+
 @pytest.fixture
 def inputs(tmp_path):
     stories = [

@@ -89,6 +89,24 @@ def test_word_swap_renames_story_question_answer_and_entities_alike():
     assert firsts == {(p, q) for p in ("mary", "john") for q in ("kitchen", "garden")}  # classes drawn apart
 
 
+def test_word_swap_trains_class_words_no_training_example_says():
+    # "bill" and "cellar" are in no training example (dialog bAbI's OOV words, named by its KB):
+    # every task that uses the class swaps them in, task b's single words too
+    tok, examples, _ = _swap_world()
+    tok = train_tokenizer(["mary went to the kitchen .", "john went to the garden .", "where is mary ?",
+                           "where is john ?"], 60, words=["bill", "cellar"])
+    swap = WordSwap([["mary", "john", "bill"], ["kitchen", "garden", "cellar"]], tok, examples, tasks=["a", "b"])
+    batch = collate(examples, 0, 8)
+    torch.manual_seed(0)
+    said = {b: set() for b in (0, 1)}
+    for _ in range(60):
+        out = swap(batch, tasks=["a", "b", "c"], epoch=1)
+        for b in (0, 1):
+            said[b] |= {tok.id_to_token(i) for i in out["segments"][b].flatten().tolist() if i}
+        assert torch.equal(out["segments"][2], batch["segments"][2])  # task c is not swapped
+    assert {"bill", "cellar"} <= said[0] and {"bill", "cellar"} <= said[1]
+
+
 def test_word_swap_refuses_split_words_unknown_tasks_and_bad_classes():
     tok, examples, _ = _swap_world()
     with pytest.raises(ValueError, match=r"corpus.word_classes: 'sandrine' is not one token"):

