@@ -61,13 +61,17 @@ def main() -> int:
                 overrides = [*args.overrides, f"run.seed={seed}", *extra, *([f"corpus.tasks=[{task}]"] if task else [])]
                 runs.append(fresh_run(args.config, overrides, args.root, name))
                 r = runs[-1]
-                print(f"{task or base} {variant} seed {seed}: test {r['accuracy']:.4f} (majority baseline "
+                parts = ", ".join(f"{t} {a:.4f}" + (f" ({r['per_task_story_accuracy'][t]:.3f} per story)"
+                                                    if t in r.get("per_task_story_accuracy", {}) else "")
+                                  for t, a in r["per_task"].items())  # dialog bAbI: tst and tst-OOV apart
+                print(f"{task or base} {variant} seed {seed}: test {r['accuracy']:.4f} [{parts}] (majority baseline "
                       f"{r.get('majority_baseline', float('nan')):.4f}), {r['wall_seconds']:.0f}s", flush=True)
                 accs = [x["accuracy"] for x in runs]
                 results.setdefault(task or base, {})[variant] = {
                     "mean": round(statistics.mean(accs), 4), "min": min(accs), "max": max(accs),
                     "per_task_mean": {t: round(statistics.mean(x["per_task"][t] for x in runs), 4)
                                       for t in runs[0]["per_task"]},
+                    "per_task_min": {t: min(x["per_task"][t] for x in runs) for t in runs[0]["per_task"]},
                     "runs": runs}
                 common.write_report(args, base, report)  # after every run: a long sweep keeps what it has
     print(f"\n{'task':12s} {'variant':10s} {'mean':>7s} {'min':>7s} {'max':>7s}")
