@@ -306,7 +306,7 @@ def _texts(corpus_path: Path, splits: tuple[str, ...], seen: list[int]) -> Itera
 def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: Path, out_dir: Path,
                   segment_len: int = 24, max_segments: int | None = None, tokenizer: str | None = None,
                   vocab_size: int = 2000, max_question_len: int | None = None, max_answer_len: int | None = None,
-                  pack_sentences: bool = True, aliases_path: Path | None = None, words: list[str] = (),
+                  pack_sentences: bool = True, aliases_path: Path | None = None, words: Iterable[str] = (),
                   row_group_rows: int = ROW_GROUP_ROWS) -> dict:
     """Write the examples (``split_file`` per split), ``tokenizer.json``, ``dataset_info.json``,
     ``dataset_card.json`` (and a copy of the extract stage's ``entity_aliases.parquet``, which the model

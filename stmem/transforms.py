@@ -78,8 +78,10 @@ class WordSwap:
         used: dict[str, set[int]] = {}  # per swapped task: the token ids its training examples use
         linked: dict[str, dict[int, Counter]] = {}  # per swapped task: token id -> its entity ids
         top_entity = 0  # the table must map every entity id a batch holds, of any task
+        said: set[int] = set()  # the token ids of every training example, of any task
         for e in train_examples:
             top_entity = max([top_entity, *e["question_entities"], *(x for row in e["segment_entities"] for x in row)])
+            said.update(e["question"], e["answer_ids"], *e["segments"])
             if tasks is not None and e["task"] not in tasks:
                 continue
             words, links = used.setdefault(e["task"], set()), linked.setdefault(e["task"], {})
@@ -93,7 +95,7 @@ class WordSwap:
         if missing:
             raise ValueError(f"corpus.word_class_tasks: {missing[0]!r} has no training examples (tasks: {sorted(used)})")
         self.vocab, self.entities = tokenizer.get_vocab_size(), top_entity + 1
-        unsaid = {t for row in ids for t in row} - set().union(*used.values())  # no training example says them
+        unsaid = {t for row in ids for t in row} - said  # no training example says them, swapped or not
         # per task: the classes with at least two words to permute there, and
         # each word's usual entity id there (0: none)
         self.members: dict[str, list[torch.Tensor]] = {}

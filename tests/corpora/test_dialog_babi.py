@@ -7,6 +7,7 @@ import pytest
 from corpora import CorpusError, read_corpus, read_dialog_babi
 from corpora.dialog_babi import parse_dialog_file
 from corpora.ingest import ingest
+from kg_pipeline.kg_files import read_external_kg
 from stmem.config import ConfigError, load_config
 from tests.conftest import shared_data
 from tests.corpora.test_readers import expect_error
@@ -146,8 +147,7 @@ def test_kbwords_config_swaps_the_kb_cuisines_and_places(dialog_dir):
     cfg = load_config(Path(__file__).resolve().parents[2] / "conf" / "dialog-babi-t1-kbwords.yaml",
                       [f"corpus.path={dialog_dir}"])
     kb = {}
-    for line in (dialog_dir / "dialog-babi-kb-all.txt").read_text().splitlines():
-        _, relation, value = line.split(" ", 1)[1].replace("\t", " ").split(" ")
+    for _, relation, value in read_external_kg(dialog_dir / "dialog-babi-kb-all.txt"):
         kb.setdefault(relation, set()).add(value)
     assert [set(c) for c in cfg.corpus.word_classes] == [kb["R_cuisine"], kb["R_location"]]
     assert cfg.train.swap_words

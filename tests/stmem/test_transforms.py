@@ -96,6 +96,9 @@ def test_word_swap_trains_class_words_no_training_example_says():
     tok = train_tokenizer(["mary went to the kitchen .", "john went to the garden .", "where is mary ?",
                            "where is john ?"], 60, words=["bill", "cellar"])
     swap = WordSwap([["mary", "john", "bill"], ["kitchen", "garden", "cellar"]], tok, examples, tasks=["a", "b"])
+    # class words said only by tasks left out of swapping (here a and c: "john", "garden") stay theirs
+    only_c = WordSwap([["mary", "john"], ["kitchen", "garden"]], tok, examples, tasks=["b"])
+    assert [m.tolist() for m in only_c.members["b"]] == []
     batch = collate(examples, 0, 8)
     torch.manual_seed(0)
     said = {b: set() for b in (0, 1)}
