@@ -6,7 +6,8 @@ for each ``--tasks`` entry, ``corpus.tasks`` set to that task alone (bAbI 1k
 single-task: one model per task). ``--variants`` picks ``memory`` (the config
 as it is) and ``no_memory`` (``model.memory={type: none}``). Prints test exact-match per task and variant
 (mean and min over seeds, never the best one) beside the majority-answer
-baseline, and writes JSON after every run.
+baseline, and writes JSON after every run. A run that fails is printed with its last error line and
+kept under "failed" in the JSON; the sweep goes on and exits 1.
 
     python benchmarks/fresh_runs.py --config conf/demo.yaml --seeds 0 1 2 --variants memory no_memory
     python benchmarks/fresh_runs.py --config conf/babi1k.yaml --tasks qa1 qa2 qa3 --seeds 0 1 2
@@ -36,8 +37,10 @@ def fresh_run(config: str, overrides: list[str], root: Path, name: str) -> dict:
     cmd = [sys.executable, "-m", "flows.cli", "run", "--config", config, "--set", f"run.root={root}",
            "--set", f"run.name={name}", *(a for o in overrides for a in ("--set", o))]
     res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
+    if res.returncode != 0:  # the sweep goes on; the failure is printed and kept in the JSON
+        lines = res.stderr.strip().splitlines() or ["(no stderr)"]
+        return {"name": name, "wall_seconds": round(time.time() - started, 1), "error": lines[-1],
+                "command": " ".join(cmd)}
     test = json.loads((run_dir / "train" / "eval.json").read_text())["test"]
     return {"name": name, "wall_seconds": round(time.time() - started, 1), **test}
 
@@ -59,8 +62,14 @@ def main() -> int:
             for seed in args.seeds:
                 name = "-".join(p for p in (base, task, variant if variant != "memory" else None, f"s{seed}") if p)
                 overrides = [*args.overrides, f"run.seed={seed}", *extra, *([f"corpus.tasks=[{task}]"] if task else [])]
-                runs.append(fresh_run(args.config, overrides, args.root, name))
-                r = runs[-1]
+                r = fresh_run(args.config, overrides, args.root, name)
+                if "error" in r:
+                    print(f"{task or base} {variant} seed {seed}: FAILED after {r['wall_seconds']:.0f}s: {r['error']}",
+                          flush=True)
+                    report.setdefault("failed", []).append(r)
+                    common.write_report(args, base, report)
+                    continue
+                runs.append(r)
                 parts = ", ".join(f"{t} {a:.4f}" + (f" ({r['per_task_story_accuracy'][t]:.3f} per story)"
                                                     if t in r.get("per_task_story_accuracy", {}) else "")
                                   for t, a in r["per_task"].items())  # dialog bAbI: tst and tst-OOV apart
@@ -82,7 +91,7 @@ def main() -> int:
         errors = [1 - r["memory"]["mean"] for r in results.values()]
         print(f"mean error over {len(errors)} tasks: {100 * statistics.mean(errors):.2f}%, "
               f"{sum(e > 0.05 for e in errors)} failed (error > 5%)")
-    return 0
+    return 1 if report.get("failed") else 0
 
 
 if __name__ == "__main__":

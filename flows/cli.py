@@ -157,8 +157,8 @@ def _predict(args: argparse.Namespace) -> int:
         answers, scores = ask_checkpoint(ckpt, rows)
     else:
         uri = _existing_store(args.tracking_uri, "check --tracking-uri") if args.tracking_uri else _store_uri(cfg)
-        with model_checkpoint(args.model or f"models:/{cfg.register.model_name}@champion", uri) as ckpt:
-            answers, scores = ask_checkpoint(ckpt, rows)
+        with model_checkpoint(args.model or f"models:/{cfg.register.model_name}@champion", uri) as (ckpt, traced):
+            answers, scores = ask_checkpoint(ckpt, rows, traced)
     for row, answer, score in zip(rows, answers, scores):
         print(json.dumps({"question": row.question, "answer": answer, "score": score}))
     return 0

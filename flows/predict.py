@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -128,12 +129,14 @@ def ask_server(url: str, rows: list[Question]) -> tuple[list[str], list[float]]:
     return answers, scores
 
 
-def ask_checkpoint(ckpt_dir: Path, rows: list[Question]) -> tuple[list[str], list[float]]:
+def ask_checkpoint(ckpt_dir: Path, rows: list[Question],
+                   traced_backbone: Path | None = None) -> tuple[list[str], list[float]]:
     """Answers and scores from the checkpoint itself, every question read before any is answered."""
     from serving.inference import Predictor
 
     try:
-        return Predictor(ckpt_dir).predict([r.context for r in rows], [r.question for r in rows])
+        return Predictor(ckpt_dir, traced_backbone=traced_backbone).predict([r.context for r in rows],
+                                                                           [r.question for r in rows])
     except ValueError as e:  # "row N: ..." of the one batch
         raise ValueError(_located(str(e), rows, 0)) from None
 
@@ -154,6 +157,7 @@ def sqlite_path(tracking_uri: str) -> Path | None:
 
 
 CACHE = "predict-cache"
+TRACED = "backbone.torchscript.pt"  # in a cached checkpoint: its backbone traced (Backbone.save_traced)
 
 
 def store_state(db: Path) -> list:
@@ -186,21 +190,45 @@ def _download(model_uri: str, tracking_uri: str, dst: Path) -> Path:
     return ckpt
 
 
+def _traced(ckpt: Path) -> Path | None:
+    """The cached checkpoint's backbone as TorchScript, traced on the first call that finds it missing.
+
+    Answering from it never imports transformers, whose model code costs seconds a call. A backbone
+    whose trace does not reproduce it is said on stderr and answered without one.
+    """
+    path = ckpt / TRACED
+    if not path.is_file():
+        from stmem.checkpoint import load_checkpoint
+
+        tmp = path.with_name(f".{TRACED}.{os.getpid()}")
+        try:
+            load_checkpoint(ckpt)[0].backbone.save_traced(tmp)
+            tmp.replace(path)  # a call beside this one reads the whole file or none
+        except RuntimeError as exc:
+            print(f"stmem: predict: {str(exc).splitlines()[0]}; answering without a traced backbone",
+                  file=sys.stderr)
+            return None
+        finally:
+            tmp.unlink(missing_ok=True)
+    return path
+
+
 @contextlib.contextmanager
-def model_checkpoint(model_uri: str, tracking_uri: str) -> Iterator[Path]:
-    """The checkpoint directory of a registered model, for the ``with`` block.
+def model_checkpoint(model_uri: str, tracking_uri: str) -> Iterator[tuple[Path, Path | None]]:
+    """The checkpoint directory of a registered model and its traced backbone, for the ``with`` block.
 
     With a local SQLite store, the download is kept beside it in
     ``predict-cache/`` under the URIs and the store's ``store_state``: a later
     call finds it while the store is unchanged, and any write to the store (an
     alias moved, a version added or deleted) sends the next call back to
-    MLflow. Otherwise (a tracking server) it is downloaded into a temporary
-    directory.
+    MLflow. The cached checkpoint keeps its backbone traced (``_traced``).
+    Otherwise (a tracking server) it is downloaded into a temporary
+    directory, and nothing is traced: one call would pay for it.
     """
     db = sqlite_path(tracking_uri)
     if db is None:
         with tempfile.TemporaryDirectory(prefix="stmem-predict-") as tmp:
-            yield _download(model_uri, tracking_uri, Path(tmp))
+            yield _download(model_uri, tracking_uri, Path(tmp)), None
         return
     cache = db.parent / CACHE  # beside the store it is keyed by: asking creates no run directory
     state = store_state(db)  # taken before MLflow reads it: a write during the download misses next time
@@ -208,7 +236,7 @@ def model_checkpoint(model_uri: str, tracking_uri: str) -> Iterator[Path]:
     entry = cache / f"{family}-{hashlib.sha256(json.dumps(state).encode()).hexdigest()[:12]}"
     ckpt = checkpoint_in(entry)
     if ckpt is not None:
-        yield ckpt
+        yield ckpt, _traced(ckpt)
         return
     cache.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=cache))
@@ -224,4 +252,4 @@ def model_checkpoint(model_uri: str, tracking_uri: str) -> Iterator[Path]:
     ckpt = checkpoint_in(entry)
     if ckpt is None:
         raise ValueError(f"{entry}: no checkpoint was kept there")
-    yield ckpt
+    yield ckpt, _traced(ckpt)

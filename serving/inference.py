@@ -26,11 +26,18 @@ def split_sentences(context: str) -> list[str]:
     return [s.strip() for line in context.splitlines() for s in _SENTENCE_END.split(line) if s.strip()]
 
 
+def _read(path: Path):
+    # one file: pq.read_table would import pyarrow.dataset, and with it pandas (0.3 s a call)
+    return pq.ParquetFile(path).read()
+
+
 class Predictor:
-    def __init__(self, ckpt_dir: str | Path, device: str = "cpu", max_segments: int | None = None):
+    def __init__(self, ckpt_dir: str | Path, device: str = "cpu", max_segments: int | None = None,
+                 traced_backbone: Path | None = None):
+        """``traced_backbone``: the checkpoint's backbone as TorchScript (``load_checkpoint``)."""
         ckpt_dir = Path(ckpt_dir)
         self.device = torch.device(device)
-        self.model, config = load_checkpoint(ckpt_dir, self.device)
+        self.model, config = load_checkpoint(ckpt_dir, self.device, traced_backbone)
         self.tokenizer = load_tokenizer(ckpt_dir / TOKENIZER)
         # as the dataset stage did for this model: the newest max_segments segments (a checkpoint from
         # before this was recorded reads the whole context)
@@ -40,11 +47,11 @@ class Predictor:
         if self.model.fusion is not None:
             from kg_pipeline.extraction import MentionExtractor  # spaCy only when the model links entities
 
-            table = pq.read_table(ckpt_dir / ENTITY_INDEX)
+            table = _read(ckpt_dir / ENTITY_INDEX)
             entity_rows = dict(zip(table.column("entity").to_pylist(), table.column("row").to_pylist()))
             aliases = {}
             if (ckpt_dir / ENTITY_ALIASES).is_file():  # the KG names training found in text, found here too
-                table = pq.read_table(ckpt_dir / ENTITY_ALIASES)
+                table = _read(ckpt_dir / ENTITY_ALIASES)
                 aliases = dict(zip(table.column("alias").to_pylist(), table.column("entity").to_pylist()))
             self.extractor = MentionExtractor(config["spacy_model"], aliases=aliases)
         self.encoder = ContextEncoder(self.tokenizer, entity_rows)

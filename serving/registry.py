@@ -253,7 +253,8 @@ def _get_or_create_experiment(client, name: str, artifact_root: Path | None) -> 
 def register_model(*, checkpoint_dir: Path, tracking_uri: str, experiment: str, model_name: str, metric: str,
                    params: dict, metrics: dict, artifacts: Iterable[Path] = (),
                    artifact_root: Path | None = None, run_id: str | None = None, test_set: str | None = None,
-                   min_improvement: float = 0.0, description: str | None = None) -> dict:
+                   min_improvement: float = 0.0, description: str | None = None,
+                   input_example: dict[str, str] | None = None) -> dict:
     """Log a run with the pyfunc model, register it, and update the aliases.
 
     ``params``/``metrics`` may be nested (keys flattened with dots); params are
@@ -269,6 +270,9 @@ def register_model(*, checkpoint_dir: Path, tracking_uri: str, experiment: str, 
     digest of the test split; versions of different test sets are never
     compared), else ``challenger``; every champion move is a version tag.
     ``description``: the version's model card (``serving.model_card``).
+    ``input_example``: a ``{"context", "question"}`` the model can read (one of its own test
+    questions), logged with it and answered once before anything is logged; default a qa1 question,
+    which a model whose tokenizer never saw those words may read as too long.
 
     A ``run_id`` that already has a version of ``model_name`` with these
     figures gets that version back (completed first if a crash interrupted
@@ -306,7 +310,8 @@ def register_model(*, checkpoint_dir: Path, tracking_uri: str, experiment: str, 
         if done is not None:
             return done
     experiment_id = _get_or_create_experiment(client, experiment, artifact_root)
-    input_example = pd.DataFrame([_INPUT_EXAMPLE])
+    example = input_example or _INPUT_EXAMPLE
+    input_example = pd.DataFrame([{"context": example["context"], "question": example["question"]}])
 
     with tempfile.TemporaryDirectory(prefix="stmem-register-") as tmp:
         ckpt = Path(tmp) / "checkpoint"  # its name becomes artifacts/checkpoint in the model
@@ -315,7 +320,7 @@ def register_model(*, checkpoint_dir: Path, tracking_uri: str, experiment: str, 
         # the input example at log time only warns.
         from serving.inference import Predictor
 
-        Predictor(ckpt).answer([_INPUT_EXAMPLE["context"]], [_INPUT_EXAMPLE["question"]])
+        Predictor(ckpt).answer([example["context"]], [example["question"]])
         fusion = (ckpt / ENTITY_INDEX).is_file()
         # the serving layer and the libraries under it
         root = Path(__file__).resolve().parent.parent

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_model, save_model
 
+from stmem.backbone import TracedBackbone
 from stmem.config import ModelConfig
 from stmem.model import MemoryQA, Vocab
 
@@ -34,11 +35,26 @@ def read_config(ckpt_dir: Path) -> dict:
     return config
 
 
-def load_checkpoint(ckpt_dir: Path, device: str | torch.device = "cpu") -> tuple[MemoryQA, dict]:
-    """Rebuild the model from ``model_config.json`` and load its weights."""
+def load_checkpoint(ckpt_dir: Path, device: str | torch.device = "cpu",
+                    traced_backbone: Path | None = None) -> tuple[MemoryQA, dict]:
+    """Rebuild the model from ``model_config.json`` and load its weights.
+
+    ``traced_backbone``: this checkpoint's backbone as ``Backbone.save_traced`` wrote it, used in
+    place of the transformers model (inference only; transformers is then never imported).
+    """
     config = read_config(ckpt_dir)
     # The weights file holds the whole (fine-tuned) backbone, so it is rebuilt
     # from its saved config: the checkpoint never needs the original directory.
-    model = MemoryQA(ModelConfig.model_validate(config["model"]), Vocab(**config["vocab"]), backbone=config["backbone"])
-    load_model(model, str(Path(ckpt_dir) / WEIGHTS), device=str(device))
+    backbone = TracedBackbone(traced_backbone) if traced_backbone else config["backbone"]
+    model = MemoryQA(ModelConfig.model_validate(config["model"]), Vocab(**config["vocab"]), backbone=backbone)
+    missing, unexpected = load_model(model, str(Path(ckpt_dir) / WEIGHTS), device=str(device), strict=False)
+    # a traced graph also holds the buffers transformers leaves out of its state dict
+    missing = [k for k in missing if not (traced_backbone and k in _traced_buffers(model))]
+    if missing or unexpected:
+        raise ValueError(f"{Path(ckpt_dir) / WEIGHTS}: does not fit the model of {CONFIG} "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     return model.to(device).eval(), config
+
+
+def _traced_buffers(model: MemoryQA) -> set[str]:
+    return {f"backbone.model.{name}" for name, _ in model.backbone.model.named_buffers()}

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
@@ -230,8 +229,10 @@ def _mentions_per_story(mentions_path: Path) -> Iterator[tuple[str, dict[tuple[s
 ROW_GROUP_ROWS = 4096
 
 
-def examples_dataset(dataset_dir: str | Path) -> ds.Dataset:
+def examples_dataset(dataset_dir: str | Path) -> "ds.Dataset":
     """Every example as one ``pyarrow.dataset``, with the split as a partition column (read lazily)."""
+    import pyarrow.dataset as ds  # here, not above: it imports pandas, which answering never needs
+
     return ds.dataset(Path(dataset_dir) / EXAMPLES, format="parquet", schema=EXAMPLE_SCHEMA.append(
         pa.field("split", pa.string())), partitioning=ds.partitioning(pa.schema([("split", pa.string())]),
                                                                      flavor="hive"))

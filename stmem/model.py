@@ -79,11 +79,13 @@ class EntityFusion(nn.Module):
 
 class MemoryQA(nn.Module):
     def __init__(self, cfg: ModelConfig, vocab: Vocab, entity_embeddings: torch.Tensor | None = None,
-                 backbone: dict | None = None):
-        """``backbone``: a saved backbone config (``Backbone.saved_config``), to rebuild a checkpoint."""
+                 backbone: dict | nn.Module | None = None):
+        """``backbone``: a saved backbone config (``Backbone.saved_config``), to rebuild a checkpoint, or a
+        backbone already built (a ``TracedBackbone``, to answer without transformers)."""
         super().__init__()
         self.cfg, self.vocab = cfg, vocab
-        self.backbone = Backbone.from_saved(backbone) if backbone is not None else Backbone.build(
+        self.backbone = backbone if isinstance(backbone, nn.Module) else Backbone.from_saved(backbone) \
+            if backbone is not None else Backbone.build(
             cfg.backbone, vocab_size=vocab.vocab_size, pad_id=vocab.pad_id, dropout=cfg.dropout,
             max_positions=cfg.slots + vocab.segment_len + vocab.max_question_len)
         hidden, heads = self.backbone.hidden_size, self.backbone.num_heads
@@ -196,8 +198,13 @@ class MemoryQA(nn.Module):
         x = self.word_embeddings(seq) + self.answer_pos(positions)
         pad = torch.cat([question == self.vocab.pad_id, torch.zeros_like(prefix, dtype=torch.bool)], dim=1)
         causal = torch.ones(n, n, dtype=torch.bool, device=seq.device).triu(1)  # True = may not attend
-        y = self.decoder(x, enc, tgt_mask=causal, tgt_is_causal=True, tgt_key_padding_mask=pad,
-                         memory_key_padding_mask=enc_pad)[:, question.shape[1]:]
+        # Padding goes into the attention masks, one (n, keys) mask per row and head, rather than in
+        # *_key_padding_mask: torch checks those with torch._check_with, whose first call imports sympy
+        # (about 0.4 s of every `stmem predict`). The attention is the same: torch adds both to one mask.
+        heads = self.decoder.layers[0].self_attn.num_heads
+        self_mask = (causal | pad[:, None, :]).repeat_interleave(heads, dim=0)
+        cross_mask = enc_pad[:, None, :].expand(-1, n, -1).repeat_interleave(heads, dim=0)
+        y = self.decoder(x, enc, tgt_mask=self_mask, memory_mask=cross_mask)[:, question.shape[1]:]
         return self.out_norm(y) @ self.word_embeddings.weight.T  # output projection tied to the input embeddings
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

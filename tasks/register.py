@@ -39,10 +39,30 @@ def build(cfg: Config, inputs: dict[str, Path], out: Path) -> dict:
     card = model_card(json.loads((train / "eval.json").read_text()), _sources(cfg, inputs, test_set))
     with tempfile.TemporaryDirectory(prefix="stmem-plots-") as tmp:
         plots = training_plots(train, inputs["ingest"] / "corpus.parquet", Path(tmp) / "plots")
-        result = _register(cfg, train, kg, manifests, run_id, plots, test_set, card)
+        result = _register(cfg, train, kg, manifests, run_id, plots, test_set, card,
+                           _input_example(inputs["ingest"] / "corpus.parquet"))
     _tag_lineage(cfg, result)
     (out / "registration.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _input_example(corpus: Path) -> dict[str, str]:
+    """The corpus's first test question that has a context, as raw text: the example registered with the
+    model, in words its tokenizer knows (bAbI qa4's model reads "Where is Mary?" as 8 tokens of 7)."""
+    from corpora.schema import iter_corpus
+
+    first = None  # of any split, for a corpus whose splits the dataset stage makes
+    for stories in iter_corpus(corpus):
+        for story in stories:
+            for question, pos in zip(story.questions, story.question_positions):
+                if pos > 0:
+                    example = {"context": "\n".join(story.sentences[:pos]), "question": question}
+                    if story.split == "test":
+                        return example
+                    first = first or example
+    if first is None:
+        raise ValueError(f"{corpus}: no question with a context to register the model with")
+    return first
 
 
 def _sources(cfg: Config, inputs: dict[str, Path], test_set: str) -> dict[str, str]:
@@ -84,7 +104,7 @@ def _tag_lineage(cfg: Config, result: dict) -> None:
 
 
 def _register(cfg: Config, train: Path, kg: Path, manifests: list[Path], run_id: str | None,
-              plots: list[Path], test_set: str, description: str) -> dict:
+              plots: list[Path], test_set: str, description: str, input_example: dict[str, str]) -> dict:
     from serving.registry import mlflow_store, register_model
 
     tracking_uri, artifact_root = mlflow_store(cfg.register.tracking_uri, cfg.run_dir)
@@ -96,5 +116,5 @@ def _register(cfg: Config, train: Path, kg: Path, manifests: list[Path], run_id:
                                train / "test_predictions.parquet",
                                *plots],
         artifact_root=artifact_root, run_id=run_id, test_set=test_set,
-        min_improvement=cfg.register.min_improvement, description=description,
+        min_improvement=cfg.register.min_improvement, description=description, input_example=input_example,
     )

@@ -73,6 +73,11 @@ def test_a_second_call_loads_the_kept_copy_until_the_store_changes(run_dir, tmp_
     assert first.returncode == second.returncode == 0, first.stderr[-3000:] + second.stderr[-3000:]
     assert first.stdout == second.stdout
     assert "mlflow" in imported(first.stderr) and "mlflow" not in imported(second.stderr)
+    # the kept copy answers through its backbone traced to TorchScript: transformers' model code (seconds of
+    # imports) is not loaded; its answers are the transformers model's (the first test compares them)
+    assert list((run / "predict-cache").glob("*/artifacts/checkpoint/backbone.torchscript.pt"))
+    assert "transformers" in imported(first.stderr) and "transformers" not in imported(second.stderr)
+    assert "sympy" not in imported(second.stderr) and "pandas" not in imported(second.stderr)
     # the champion alias removed (any write to the store): MLflow is asked again, and says there is none
     store = f"sqlite:///{run / 'mlflow.db'}"  # (the registry too: this process's default is the fixture's)
     MlflowClient(store, registry_uri=store).delete_registered_model_alias("stmem-tiny", "champion")

