@@ -10,11 +10,15 @@ def collate(examples: list[dict], pad_id: int, segment_len: int) -> dict[str, to
     Stories with fewer segments are padded with empty segments at the *front*,
     so every story's last segment sits at index S-1 (that is what the
     memory-off ablation keeps) and the empty ones leave the memory untouched.
+    L is the batch's longest segment, at most ``segment_len``: padding after
+    the last token is masked everywhere, so reading it only costs time
+    (dialog bAbI's lines: 44 allowed, at most 30 in a training batch).
     """
     B = len(examples)
     S = max(1, max(len(e["segments"]) for e in examples))
-    seg = torch.full((B, S, segment_len), pad_id, dtype=torch.long)
-    ent = torch.zeros((B, S, segment_len), dtype=torch.long)
+    L = max(1, min(segment_len, max((len(ids) for e in examples for ids in e["segments"]), default=1)))
+    seg = torch.full((B, S, L), pad_id, dtype=torch.long)
+    ent = torch.zeros((B, S, L), dtype=torch.long)
     for b, e in enumerate(examples):
         offset = S - len(e["segments"])
         for s, (ids, ents) in enumerate(zip(e["segments"], e["segment_entities"])):

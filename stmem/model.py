@@ -174,8 +174,14 @@ class MemoryQA(nn.Module):
         """
         seg, ents = batch["segments"], batch["segment_entities"]
         memory = self.read_context(seg, ents, recon)
-        ids = torch.cat([seg[:, -1], batch["question"]], dim=1)
-        enc, pad = self.read_segment(memory, ids, torch.cat([ents[:, -1], batch["question_entities"]], dim=1))
+        # the question takes the positions it has after a segment_len-wide segment, however wide this
+        # batch's segments are (collate pads them only to the batch's longest)
+        last, last_ents = seg[:, -1], ents[:, -1]
+        if last.shape[1] < self.vocab.segment_len:
+            last = F.pad(last, (0, self.vocab.segment_len - last.shape[1]), value=self.vocab.pad_id)
+            last_ents = F.pad(last_ents, (0, self.vocab.segment_len - last_ents.shape[1]))
+        ids = torch.cat([last, batch["question"]], dim=1)
+        enc, pad = self.read_segment(memory, ids, torch.cat([last_ents, batch["question_entities"]], dim=1))
         if not self.cfg.decoder_reads_slots:
             return enc, pad
         return torch.cat([enc, memory], dim=1), torch.cat([pad, pad.new_zeros(memory.shape[:2])], dim=1)

@@ -191,3 +191,23 @@ def test_decoder_reading_the_slots_changes_only_the_decoders_input():
     memory = a.read_context(batch["segments"], batch["segment_entities"])
     assert torch.equal(enc_b, torch.cat([enc_a, memory], 1)) and not pad_b[:, enc_a.shape[1]:].any()
     assert (a(batch) - b(batch)).abs() > 1e-6
+
+
+@MEMORIES
+def test_padding_after_the_last_token_changes_nothing(memory):
+    # collate pads segments only to the batch's longest: wider padding must read the same
+    model = tiny(memory)
+    def short(first, last):
+        e = example(first, last_segment=last)
+        return {**e, "segment_entities": [[0] * len(first), [0] * len(last)]}
+
+    batch = collate([short([4, 5, 6], (10, 11)), short([7, 8, 9, 10], (12,))], 0, 6)
+    assert batch["segments"].shape[2] == 4
+    wide = dict(batch)
+    for key in ("segments", "segment_entities"):  # padded to segment_len, as collate did before
+        x = batch[key]
+        wide[key] = torch.cat([x, torch.zeros((*x.shape[:2], 2), dtype=x.dtype)], dim=2)
+    with torch.no_grad():
+        assert torch.allclose(model.read_context(batch["segments"], batch["segment_entities"]),
+                              model.read_context(wide["segments"], wide["segment_entities"]), atol=1e-5)
+        assert torch.allclose(model(batch), model(wide), atol=1e-5)

@@ -18,7 +18,7 @@ def _batch():
 
 def test_collate_right_aligns_stories():
     b = _batch()
-    assert b["segments"].shape == (2, 2, 4)
+    assert b["segments"].shape == (2, 2, 3)  # as wide as the batch's longest segment, not segment_len (4)
     assert b["segments"][1, 0].eq(0).all() and b["segments"][1, 1, :2].tolist() == [5, 6]
 
 
