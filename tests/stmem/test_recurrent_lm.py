@@ -1,0 +1,126 @@
+"""The causal LM with a recurrent memory (RMT's layout), on a tiny random Llama: what the memory carries,
+where gradients go, the rotary positions of memory tokens, save and reload, and that it learns."""
+import random
+
+import pytest
+import torch
+
+from stmem.batch import collate
+from stmem.recurrent_lm import RecurrentMemoryLM, left_align, positions, tiny_llama
+
+PAD, BOS, EOS, VOCAB = 0, 2, 3, 40
+
+
+def model(slots=4, bptt=None, seed=0) -> RecurrentMemoryLM:
+    torch.manual_seed(seed)
+    return RecurrentMemoryLM(tiny_llama(VOCAB), slots=slots, pad_id=PAD, bos_id=BOS, eos_id=EOS, bptt=bptt).eval()
+
+
+def example(first, middle=(10, 11, 12), last=(13, 14), question=(20, 21), answer=(30,)):
+    segs = [list(first), list(middle), list(last)]
+    return {"segments": segs, "segment_entities": [[0] * len(s) for s in segs], "question": list(question),
+            "question_entities": [0] * len(question), "answer_ids": [*answer, EOS]}
+
+
+def batch(*examples):
+    return collate(list(examples), PAD, 6)
+
+
+def test_memory_tokens_take_rotary_positions_around_the_segment_and_padding_takes_none():
+    # [memory ; segment ; memory] of a row whose segment has 2 real tokens of 4, another's 4 of 4
+    k = 2
+    ids = torch.tensor([[7, 8, PAD, PAD], [7, 8, 9, 10]])
+    real = torch.cat([torch.ones(2, k, dtype=torch.bool), ids != PAD, torch.ones(2, k, dtype=torch.bool)], dim=1)
+    tokens = torch.cat([torch.full((2, k), -1), ids, torch.full((2, k), -2)], dim=1)  # -1 read, -2 write
+    aligned, mask = left_align(tokens.unsqueeze(-1), real)
+    assert aligned.squeeze(-1).tolist() == [[PAD, PAD, -1, -1, 7, 8, -2, -2], [-1, -1, 7, 8, 9, 10, -2, -2]]
+    # read memory 0..k-1, the segment's real tokens k..k+n-1, write memory k+n..2k+n-1: the same in both rows
+    assert positions(mask).tolist() == [[0, 0, 0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 4, 5, 6, 7]]
+    assert mask.tolist()[0] == [False, False] + [True] * 6
+
+
+def test_what_the_first_segment_said_reaches_the_answer_through_memory_and_not_without_it():
+    a, b = batch(example([4, 5, 6])), batch(example([7, 7, 7]))  # only the first segment differs
+    with torch.no_grad():
+        with_memory = model()
+        assert (with_memory.read_context(a["segments"]) - with_memory.read_context(b["segments"])).abs().max() > 1e-4
+        assert abs(with_memory(a).item() - with_memory(b).item()) > 1e-6
+        without = model(slots=0)
+        assert without(a).item() == pytest.approx(without(b).item(), abs=1e-7)
+
+
+def test_an_empty_segment_writes_nothing_and_the_memory_before_any_is_the_learned_one():
+    m = model()
+    short = batch(example([4, 5, 6]), {**example([4, 5, 6]), "segments": [[13, 14]], "segment_entities": [[0, 0]]})
+    with torch.no_grad():
+        memory = m.read_context(short["segments"])
+        alone = m.read_context(batch({**example([4]), "segments": [[13, 14]], "segment_entities": [[0, 0]]})["segments"])
+        assert torch.allclose(memory[1], alone[0], atol=1e-6)  # two empty segments in front change nothing
+        empty = torch.full((1, 2, 3), PAD)
+        assert torch.equal(m.read_context(empty)[0], m.init_memory)
+
+
+@pytest.mark.parametrize("bptt, reaches", [(None, True), (1, False)], ids=["full", "truncated"])
+def test_the_gradient_reaches_the_first_segments_write_only_under_full_backpropagation(bptt, reaches):
+    m = model(bptt=bptt).train()
+    written = []
+    write = m.write
+
+    def keep(memory, ids):
+        out = write(memory, ids)
+        out.retain_grad()
+        written.append(out)
+        return out
+
+    m.write = keep
+    m(batch(example([4, 5, 6]))).backward()
+    assert len(written) == 3
+    first, last = written[0].grad, written[-1].grad
+    assert last is not None and last.abs().sum() > 0
+    assert (first is not None and first.abs().sum() > 0) == reaches
+
+
+def test_save_and_reload_give_identical_answers(tmp_path):
+    from safetensors.torch import load_model, save_model
+
+    m = model()
+    b = batch(example([4, 5, 6]), example([7, 8], question=(22,)))
+    save_model(m, str(tmp_path / "model.safetensors"))
+    again = model(seed=1)  # other random weights, then the saved ones
+    load_model(again, str(tmp_path / "model.safetensors"))
+    with torch.no_grad():
+        assert m(b).item() == again(b).item()
+    assert m.generate_scored(b) == again.generate_scored(b)
+
+
+def _recall_task(n: int, seed: int) -> list[dict]:
+    """The answer is the word the first of three segments says; the later two are noise."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        key = rng.randrange(30, 36)
+        out.append(example([4, key, 5], middle=[rng.randrange(10, 20) for _ in range(3)],
+                           last=[rng.randrange(10, 20) for _ in range(2)], question=(21,), answer=(key,)))
+    return out
+
+
+def _accuracy_after_training(slots: int) -> float:
+    m = model(slots=slots).train()
+    train, test = _recall_task(512, 0), _recall_task(64, 1)
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    for epoch in range(6):
+        random.Random(epoch).shuffle(train)
+        for i in range(0, len(train), 32):
+            opt.zero_grad()
+            m(batch(*train[i:i + 32])).backward()
+            opt.step()
+    m.eval()
+    answers, _ = m.generate_scored(batch(*test), max_new_tokens=2)
+    return sum(a == [e["answer_ids"][0]] for a, e in zip(answers, test)) / len(test)
+
+
+def test_with_memory_it_learns_what_only_the_memory_can_answer():
+    torch.set_num_threads(1)
+    with_memory, without = _accuracy_after_training(4), _accuracy_after_training(0)
+    # six keys: reading only the last segment is a guess (1/6)
+    assert with_memory >= 0.9 and without <= 0.4, (with_memory, without)
