@@ -198,8 +198,10 @@ def _traced(ckpt: Path) -> Path | None:
     """
     path = ckpt / TRACED
     if not path.is_file():
-        from stmem.checkpoint import load_checkpoint
+        from stmem.checkpoint import load_checkpoint, read_config
 
+        if read_config(ckpt)["model"].get("head", "decoder") != "decoder":
+            return None  # a causal LM answers by generate: the whole model, not a traced encoder
         tmp = path.with_name(f".{TRACED}.{os.getpid()}")
         try:
             load_checkpoint(ckpt)[0].backbone.save_traced(tmp)

@@ -220,12 +220,37 @@ class ModelConfig(Section):
     decoder_reads_slots: bool = False
     dropout: float = Field(0.1, ge=0, lt=1)  # backbone built from sizes, and the decoder
     kg_fusion: bool = True
+    # "decoder": MemoryQA (stmem/model.py), a decoder answers from the backbone's states. "causal_lm": the
+    # backbone is a causal LM (model.backbone.type: llama, or a local causal LM directory) that reads
+    # each segment between memory tokens, as RMT does, and generates the answer itself
+    # (stmem/recurrent_lm.py; memory {type: tokens} or {type: none}; no KG fusion yet)
+    head: Literal["decoder", "causal_lm"] = "decoder"
+    # causal_lm: the gradient passes through the newest bptt segments' memory writes; None: all of them
+    bptt: int | None = Field(None, ge=1)
 
     @field_validator("memory", mode="before")
     @classmethod
     def _routed_by_default(cls, v: Any) -> Any:
         # `--set model.memory.slots=16` on a config that names no memory type
         return {"type": "routed", **v} if isinstance(v, dict) and "type" not in v else v
+
+    @model_validator(mode="after")
+    def _causal_head(self) -> "ModelConfig":
+        if self.head != "causal_lm":
+            if self.bptt is not None:
+                raise ValueError("model.bptt applies to model.head: causal_lm only")
+            return self
+        if self.memory.type == "routed":
+            raise ValueError("model.memory: the routed memory is read and written at the segment's first "
+                             "positions, which see nothing under causal attention; with model.head: causal_lm "
+                             "use {type: tokens} (read in front, written at the end) or {type: none}")
+        if self.kg_fusion:
+            raise ValueError("model.kg_fusion: not built for model.head: causal_lm yet; set it to false")
+        if self.decoder_reads_slots:
+            raise ValueError("model.decoder_reads_slots: model.head: causal_lm has no decoder")
+        if self.backbone.path is None and self.backbone.type == "bert":
+            raise ValueError("model.backbone.type: bert is not a causal LM; with model.head: causal_lm use llama")
+        return self
 
     @property
     def slots(self) -> int:
@@ -459,10 +484,14 @@ def _apply_override(data: dict, item: str) -> None:
 
 
 def merge(base: dict, over: dict) -> dict:
-    """``over`` merged into ``base``: mappings key by key, anything else replaced."""
+    """``over`` merged into ``base``: mappings key by key, anything else replaced. A mapping that names
+    another ``type`` than the base's is another component, and replaces it whole: the base's arguments
+    (a routed memory's ``route``) mean nothing to it."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        old = out.get(k)
+        other = isinstance(v, dict) and isinstance(old, dict) and "type" in v and v["type"] != old.get("type", v["type"])
+        out[k] = merge(old, v) if isinstance(v, dict) and isinstance(old, dict) and not other else v
     return out
 
 

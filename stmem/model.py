@@ -106,6 +106,10 @@ class MemoryQA(nn.Module):
     def word_embeddings(self) -> nn.Embedding:
         return self.backbone.word_embeddings
 
+    def saved_backbone(self) -> dict:
+        """What ``backbone=`` takes to rebuild this model's backbone (the checkpoint's ``backbone``)."""
+        return self.backbone.saved_config()
+
     def embed(self, ids: torch.Tensor, ent: torch.Tensor) -> torch.Tensor:
         x = self.word_embeddings(ids)
         return self.fusion(x, ent) if self.fusion is not None else x

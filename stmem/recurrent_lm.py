@@ -21,8 +21,9 @@ batch) leave a row's memory as it was. ``bptt``: the gradient passes through
 the newest ``bptt`` segments' writes only (truncated backpropagation through
 the segments); None: through all of them.
 
-Not yet wired into the pipeline: ``stmem/model.py``'s ``MemoryQA`` is what
-``stmem run`` trains. This module takes the same batches (``stmem/batch.py``).
+``model.head: causal_lm`` trains it in the pipeline (``RecurrentMemoryLM.build``):
+the same batches (``stmem/batch.py``), loss, ``generate`` and checkpoint as
+``MemoryQA``, so training, evaluation, registration and serving take either.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from torch import nn
 
 def tiny_llama(vocab_size: int, *, hidden_size: int = 32, num_layers: int = 2, num_heads: int = 4,
                intermediate_size: int = 64, max_positions: int = 256, pad_id: int = 0, bos_id: int = 2,
-               eos_id: int = 3, initializer_range: float = 0.1) -> nn.Module:
+               eos_id: int = 3, initializer_range: float = 0.1, dropout: float = 0.0) -> nn.Module:
     """A randomly initialised ``LlamaForCausalLM`` built from sizes (tests, and CPU experiments).
 
     ``initializer_range`` 0.1, not Llama's 0.02: in a 32-wide model 0.02 gives token embeddings of
@@ -46,7 +47,7 @@ def tiny_llama(vocab_size: int, *, hidden_size: int = 32, num_layers: int = 2, n
         vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
         max_position_embeddings=max_positions, pad_token_id=pad_id, bos_token_id=bos_id, eos_token_id=eos_id,
-        tie_word_embeddings=True, initializer_range=initializer_range))
+        tie_word_embeddings=True, initializer_range=initializer_range, attention_dropout=dropout))
 
 
 def left_align(x: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,15 +63,44 @@ def positions(mask: torch.Tensor) -> torch.Tensor:
 
 
 class RecurrentMemoryLM(nn.Module):
+    fusion = None  # no KG fusion yet (model.kg_fusion must be false with model.head: causal_lm)
+
     def __init__(self, lm: nn.Module, *, slots: int, pad_id: int, bos_id: int, eos_id: int,
-                 bptt: int | None = None):
+                 bptt: int | None = None, max_answer_len: int = 8):
         """``lm``: a transformers ``*ForCausalLM``; ``slots`` 0 reads the last segment alone (memory off)."""
         super().__init__()
         self.lm, self.slots, self.bptt = lm, slots, bptt
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        self.max_answer_len = max_answer_len
         hidden = lm.config.hidden_size
         self.init_memory = nn.Parameter(torch.randn(slots, hidden) * 0.02)
         self.gate = nn.Linear(2 * hidden, hidden)
+
+    @classmethod
+    def build(cls, cfg, vocab, saved: dict | None = None) -> "RecurrentMemoryLM":
+        """From ``model`` (a ``ModelConfig`` with ``head: causal_lm``) and the dataset's ``Vocab``; ``saved``:
+        a checkpoint's LM config (``saved_backbone``), so a checkpoint never needs the original directory."""
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        b = cfg.backbone
+        if saved is not None:
+            conf = dict(saved)
+            lm = AutoModelForCausalLM.from_config(AutoConfig.for_model(conf.pop("model_type"), **conf))
+        elif b.path:
+            lm = AutoModelForCausalLM.from_pretrained(b.path, use_safetensors=True)  # never a pickle
+        else:
+            # the longest sequence read: [memory ; segment ; memory], or [memory ; segment ; question ; BOS ; answer]
+            longest = vocab.segment_len + max(2 * cfg.slots, cfg.slots + vocab.max_question_len + vocab.max_answer_len + 1)
+            lm = tiny_llama(vocab.vocab_size, hidden_size=b.hidden_size, num_layers=b.num_layers,
+                            num_heads=b.num_heads, intermediate_size=b.intermediate_size, max_positions=longest,
+                            pad_id=vocab.pad_id, bos_id=vocab.bos_id, eos_id=vocab.eos_id, dropout=cfg.dropout)
+        model = cls(lm, slots=cfg.slots, pad_id=vocab.pad_id, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+                    bptt=cfg.bptt, max_answer_len=vocab.max_answer_len)
+        model.cfg, model.vocab = cfg, vocab
+        return model
+
+    def saved_backbone(self) -> dict:
+        return self.lm.config.to_diff_dict()
 
     @property
     def embeddings(self) -> nn.Embedding:
@@ -128,11 +158,16 @@ class RecurrentMemoryLM(nn.Module):
         return F.cross_entropy(logits.transpose(1, 2), answer, ignore_index=self.pad_id)
 
     @torch.no_grad()
-    def generate_scored(self, batch: dict[str, torch.Tensor], max_new_tokens: int = 8
+    def generate(self, batch: dict[str, torch.Tensor]) -> list[list[int]]:
+        return self.generate_scored(batch)[0]
+
+    @torch.no_grad()
+    def generate_scored(self, batch: dict[str, torch.Tensor], max_new_tokens: int | None = None
                         ) -> tuple[list[list[int]], list[float]]:
         """Greedy answers (token ids before EOS) by the LM's ``generate``, and each one's probability."""
         x, mask = self._prompt(batch)
-        out = self.lm.generate(inputs_embeds=x, attention_mask=mask.long(), max_new_tokens=max_new_tokens,
+        out = self.lm.generate(inputs_embeds=x, attention_mask=mask.long(),
+                               max_new_tokens=max_new_tokens or self.max_answer_len,
                                do_sample=False, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
                                output_scores=True, return_dict_in_generate=True)
         ids, scores = out.sequences.tolist(), torch.stack(out.scores, dim=1).log_softmax(-1)  # (B, T, V)

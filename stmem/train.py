@@ -1,4 +1,4 @@
-"""Stage 5: train ``MemoryQA`` on the dataset stage's examples.
+"""Stage 5: train ``MemoryQA`` (or, with ``model.head: causal_lm``, ``RecurrentMemoryLM``) on the dataset stage's examples.
 
 Read top to bottom: set up the device (one process per device under
 torchrun), load the examples, build the model (fresh, or from
@@ -42,6 +42,7 @@ from stmem.examples import ParquetExamples, epoch_order
 from stmem.init_from import init_from_checkpoint
 from stmem.layout import SPLITS, split_file
 from stmem.model import MemoryQA, Vocab
+from stmem.recurrent_lm import RecurrentMemoryLM
 from stmem.resume import CHECKPOINTS, LoopState
 from stmem.transforms import build_transforms
 
@@ -53,14 +54,19 @@ def load_examples(path: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
 
 
-def build_model(cfg: Config, dataset_dir: Path, kg_dir: Path | None) -> MemoryQA:
+def build_model(cfg: Config, dataset_dir: Path, kg_dir: Path | None) -> MemoryQA | RecurrentMemoryLM:
     info = json.loads((dataset_dir / "dataset_info.json").read_text())
     entity_embeddings = None
     if cfg.model.kg_fusion:
         if kg_dir is None:
             raise ValueError("model.kg_fusion is on but no kg directory was given")
         entity_embeddings = load_file(str(Path(kg_dir) / "entity_embeddings.safetensors"))["entity_embeddings"]
-    model = MemoryQA(cfg.model, Vocab.from_dataset(info, entity_embeddings), entity_embeddings)
+    vocab = Vocab.from_dataset(info, entity_embeddings)
+    if cfg.model.head == "causal_lm":
+        if cfg.train.init_from:
+            raise ValueError("train.init_from: not built for model.head: causal_lm yet")
+        return RecurrentMemoryLM.build(cfg.model, vocab)
+    model = MemoryQA(cfg.model, vocab, entity_embeddings)
     if cfg.train.init_from:
         carried = init_from_checkpoint(model, Path(cfg.train.init_from), dataset_dir / TOKENIZER)
         print(f"init_from {cfg.train.init_from}: {carried['tokens_carried']} token embeddings carried over, "
@@ -162,7 +168,7 @@ def fit(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: Path | None = 
                         loss = train_model(batch) * (answer_tokens[i] / sum(answer_tokens))
                     loss.backward()
                 step_loss += loss.item()
-                segments = batch["segments"] if model.memory.slots else batch["segments"][:, -1:]
+                segments = batch["segments"] if model.cfg.slots else batch["segments"][:, -1:]
                 state.tokens_seen += int((segments != pad_id).sum() + (batch["question"] != pad_id).sum())
             # Checked before the optimizer step and any checkpoint, so no weights from a NaN ever exist. The
             # gradient norm is taken after DDP's all-reduce: every rank sees the same one and stops together.

@@ -87,6 +87,9 @@ def test_a_config_extends_its_base_key_by_key(tmp_path):
     assert (cfg.run.name, cfg.run.seed) == ("top", 3)  # the file's own keys win, the base's others stay
     assert cfg.model.backbone.hidden_size == 64 and cfg.model.slots == 8 and cfg.model.memory.route == "segment"
     assert (cfg.train.epochs, cfg.train.lr) == (2, 0.01)
+    # another component by name replaces the base's whole: a routed memory's route means nothing to tokens
+    (tmp_path / "other.yaml").write_text("extends: mid.yaml\nmodel: {memory: {type: tokens, slots: 4}}\n")
+    assert load_config(tmp_path / "other.yaml").model.memory.model_dump() == {"type": "tokens", "slots": 4}
     (tmp_path / "loop.yaml").write_text("extends: loop2.yaml\n")
     (tmp_path / "loop2.yaml").write_text("extends: loop.yaml\n")
     with pytest.raises(ConfigError, match="loops back"):

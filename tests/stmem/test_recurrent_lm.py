@@ -124,3 +124,44 @@ def test_with_memory_it_learns_what_only_the_memory_can_answer():
     with_memory, without = _accuracy_after_training(4), _accuracy_after_training(0)
     # six keys: reading only the last segment is a guess (1/6)
     assert with_memory >= 0.9 and without <= 0.4, (with_memory, without)
+
+
+CAUSAL = {"head": "causal_lm", "backbone": {"type": "llama", "hidden_size": 32, "num_layers": 2, "num_heads": 4,
+                                            "intermediate_size": 64},
+          "memory": {"type": "tokens", "slots": 4}, "kg_fusion": False, "dropout": 0.0}
+
+
+def test_model_head_causal_lm_trains_in_fit_and_its_checkpoint_answers_as_evaluated(tmp_path):
+    """`model.head: causal_lm`: fit() trains the causal LM, and the saved checkpoint reloads to the same answers."""
+    import json
+
+    from stmem.checkpoint import load_checkpoint
+    from stmem.dataset import load_tokenizer
+    from stmem.evaluate import predict_answers
+    from stmem.layout import split_file
+    from stmem.train import fit, load_examples
+    from tests.conftest import make_dataset, tiny_config
+
+    ds = make_dataset(tmp_path)
+    summary = fit(tiny_config(CAUSAL, epochs=2, lr=3e-3), dataset_dir=ds, out_dir=tmp_path / "out")
+    model, config = load_checkpoint(tmp_path / "out")
+    assert type(model) is RecurrentMemoryLM and config["backbone"]["model_type"] == "llama"
+    test = load_examples(split_file(ds, "test"))
+    answers = predict_answers(model, test, load_tokenizer(tmp_path / "out" / "tokenizer.json"), batch_size=16,
+                              device=torch.device("cpu"))
+    accuracy = sum(a == e["answer"] for a, e in zip(answers, test)) / len(test)
+    assert accuracy == json.loads((tmp_path / "out" / "eval.json").read_text())["test"]["accuracy"]
+    assert summary["test_accuracy"] == accuracy
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"memory": {"type": "routed", "slots": 4}}, "model.memory: the routed memory is read and written at"),
+    ({"kg_fusion": True}, "model.kg_fusion: not built for model.head: causal_lm yet"),
+    ({"backbone": {"type": "bert"}}, "model.backbone.type: bert is not a causal LM"),
+], ids=["routed", "kg", "bert"])
+def test_a_memory_or_setting_a_causal_lm_cannot_use_is_refused_naming_it(change, message):
+    from stmem.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config("tests/tiny.yaml", [f"model.{k}={v}" for k, v in {**CAUSAL, **change}.items()
+                                        if k != "backbone"] + [f"model.backbone={({**CAUSAL['backbone'], **change.get('backbone', {})})}"])
