@@ -174,3 +174,21 @@ def test_a_running_stmem_serve_answers_and_nothing_heavy_is_loaded(run_dir, tmp_
     from flows.predict import running_server
 
     assert running_server(run_dir) is None  # its process is gone: the next predict loads the model itself
+
+
+def test_a_causal_lm_model_runs_registers_and_answers_through_predict(tmp_path):
+    """`model.head: causal_lm` end to end: trained, registered as the champion, asked by `stmem predict`."""
+    causal = ["--set", "model.head=causal_lm", "--set", "model.kg_fusion=false",
+              "--set", "model.backbone={type: llama, hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64}",
+              "--set", "model.memory={type: tokens, slots: 2}", "--set", f"run.root={tmp_path}", "--set", "run.name=causal"]
+    res = stmem_cli("run", "--config", str(TINY_CONFIG), *causal, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "registered models:/stmem-tiny/1 with alias 'champion'" in res.stdout
+    story = tmp_path / "story.txt"
+    story.write_text("Mary went to the kitchen.\n")
+    res = stmem_cli("predict", "--config", str(TINY_CONFIG), *causal, "--context", str(story),
+                    "--question", "Where is Mary?")
+    assert res.returncode == 0, res.stderr[-3000:]
+    answer = json.loads(res.stdout)
+    assert answer["question"] == "Where is Mary?" and 0 < answer["score"] <= 1
+    assert not list((tmp_path / "causal" / "predict-cache").glob("*/artifacts/checkpoint/backbone.torchscript.pt"))
