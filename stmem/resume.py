@@ -73,7 +73,7 @@ def save(root: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched, 
         return final
     save_model(model, str(tmp / "model.safetensors"))
     if state.best_state is not None:
-        save_file({k: v.contiguous() for k, v in state.best_state.items()}, str(tmp / "best.safetensors"))
+        save_file(_unshared(state.best_state), str(tmp / "best.safetensors"))
     sd = opt.state_dict()
     save_file({f"{i}.{k}": v for i, s in sd["state"].items() for k, v in s.items() if torch.is_tensor(v)},
               str(tmp / "optimizer.safetensors"))
@@ -89,6 +89,17 @@ def save(root: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched, 
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``tensors`` with a copy of each one whose storage an earlier one holds: safetensors refuses shared
+    tensors, and a state dict copy keeps tied weights tied (a causal LM's embeddings and output head)."""
+    seen, out = set(), {}
+    for k, v in tensors.items():
+        ptr = v.untyped_storage().data_ptr()
+        out[k] = v.contiguous().clone() if ptr in seen else v.contiguous()
+        seen.add(ptr)
+    return out
 
 
 def has_checkpoint(path: Path) -> bool:
