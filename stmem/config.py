@@ -225,8 +225,6 @@ class ModelConfig(Section):
     # each segment between memory tokens, as RMT does, and generates the answer itself
     # (stmem/recurrent_lm.py; memory {type: tokens} or {type: none}; no KG fusion yet)
     head: Literal["decoder", "causal_lm"] = "decoder"
-    # causal_lm: the gradient passes through the newest bptt segments' memory writes; None: all of them
-    bptt: int | None = Field(None, ge=1)
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -237,8 +235,6 @@ class ModelConfig(Section):
     @model_validator(mode="after")
     def _causal_head(self) -> "ModelConfig":
         if self.head != "causal_lm":
-            if self.bptt is not None:
-                raise ValueError("model.bptt applies to model.head: causal_lm only")
             return self
         if self.memory.type == "routed":
             raise ValueError("model.memory: the routed memory is read and written at the segment's first "
@@ -490,8 +486,9 @@ def merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
         old = out.get(k)
-        other = isinstance(v, dict) and isinstance(old, dict) and "type" in v and v["type"] != old.get("type", v["type"])
-        out[k] = merge(old, v) if isinstance(v, dict) and isinstance(old, dict) and not other else v
+        same_component = "type" not in v or "type" not in old or v["type"] == old["type"] \
+            if isinstance(v, dict) and isinstance(old, dict) else False
+        out[k] = merge(old, v) if same_component else v
     return out
 
 

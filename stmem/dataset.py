@@ -15,11 +15,14 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as ds
 
 from corpora.schema import CorpusError, iter_corpus
 from stmem.layout import EXAMPLES, SPLITS, split_file
@@ -229,7 +232,7 @@ def _mentions_per_story(mentions_path: Path) -> Iterator[tuple[str, dict[tuple[s
 ROW_GROUP_ROWS = 4096
 
 
-def examples_dataset(dataset_dir: str | Path) -> "ds.Dataset":
+def examples_dataset(dataset_dir: str | Path) -> ds.Dataset:
     """Every example as one ``pyarrow.dataset``, with the split as a partition column (read lazily)."""
     import pyarrow.dataset as ds  # here, not above: it imports pandas, which answering never needs
 

@@ -37,6 +37,13 @@ def test_memory_tokens_take_rotary_positions_around_the_segment_and_padding_take
     # read memory 0..k-1, the segment's real tokens k..k+n-1, write memory k+n..2k+n-1: the same in both rows
     assert positions(mask).tolist() == [[0, 0, 0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 4, 5, 6, 7]]
     assert mask.tolist()[0] == [False, False] + [True] * 6
+    # and these are the positions the LM is given when the model writes those segments
+    m, seen = model(slots=k), []
+    m.lm.model.register_forward_pre_hook(lambda _, args, kwargs: seen.append(kwargs["position_ids"]),
+                                         with_kwargs=True)
+    with torch.no_grad():
+        m.write(m.init_memory.expand(2, -1, -1), ids)
+    assert seen[0].tolist() == [[0, 0, 0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 4, 5, 6, 7]]
 
 
 def test_what_the_first_segment_said_reaches_the_answer_through_memory_and_not_without_it():
