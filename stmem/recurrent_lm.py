@@ -21,6 +21,9 @@ batch) leave a row's memory as it was. ``bptt``: the gradient passes through
 the newest ``bptt`` segments' writes only (truncated backpropagation through
 the segments); None: through all of them.
 
+Tokens linked to a KG entity get the entity's embedding fused into their input embedding through a gate
+(``EntityFusion``, as in the encoder model), in every segment and in the question.
+
 ``model.head: causal_lm`` trains it in the pipeline (``RecurrentMemoryLM.build``):
 the same batches (``stmem/batch.py``), loss, ``generate`` and checkpoint as
 ``MemoryQA``, so training, evaluation, registration and serving take either.
@@ -30,6 +33,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from stmem.model import EntityFusion
 
 
 def tiny_llama(vocab_size: int, *, hidden_size: int = 32, num_layers: int = 2, num_heads: int = 4,
@@ -50,6 +55,36 @@ def tiny_llama(vocab_size: int, *, hidden_size: int = 32, num_layers: int = 2, n
         tie_word_embeddings=True, initializer_range=0.1, attention_dropout=dropout))
 
 
+def keep_first_layers(lm: nn.Module, n: int) -> None:
+    """Drop every decoder layer of ``lm`` (a ``*ForCausalLM``) after the first ``n``; its config says so,
+    so a checkpoint rebuilds the short model (``saved_backbone``)."""
+    layers = lm.model.layers
+    if n > len(layers):
+        raise ValueError(f"model.backbone.keep_layers: {n}, but the model has {len(layers)} layers")
+    lm.model.layers = nn.ModuleList(layers[:n])
+    lm.config.num_hidden_layers = n
+    if getattr(lm.config, "layer_types", None):
+        lm.config.layer_types = lm.config.layer_types[:n]
+
+
+def finetune(lm: nn.Module, mode: str, lora) -> None:
+    """Set what of ``lm`` trains (``model.finetune``): "full" all of it; "lora" LoRA adapters (peft), put
+    into ``lm`` in place on ``lora.target_modules`` (``model.lora``), and nothing else of it; "frozen" none
+    of it. The memory and its gate, outside ``lm``, always train."""
+    if mode == "full":
+        return
+    lm.requires_grad_(False)
+    if mode == "lora":
+        from peft import LoraConfig, inject_adapter_in_model
+
+        # in place, not get_peft_model's wrapper: lm stays a *ForCausalLM, its state dict gains the
+        # adapters' tensors, and a checkpoint rebuilt through build() gets the same names
+        inject_adapter_in_model(LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=list(lora.target_modules),
+                                           lora_dropout=0.0, bias="none"), lm)
+        for name, p in lm.named_parameters():
+            p.requires_grad_("lora_" in name)
+
+
 def left_align(x: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, N, ...) ``x`` with each row's ``real`` (B, N) items moved to its end, in their order; and the mask."""
     order = torch.argsort(real.int(), dim=1, stable=True)  # padding (0) first, then the real items as they were
@@ -63,12 +98,13 @@ def positions(mask: torch.Tensor) -> torch.Tensor:
 
 
 class RecurrentMemoryLM(nn.Module):
-    fusion = None  # no KG fusion yet (model.kg_fusion must be false with model.head: causal_lm)
-
     def __init__(self, lm: nn.Module, *, slots: int, pad_id: int, bos_id: int, eos_id: int,
-                 bptt: int | None = None, max_answer_len: int = 8):
-        """``lm``: a transformers ``*ForCausalLM``; ``slots`` 0 reads the last segment alone (memory off)."""
+                 bptt: int | None = None, max_answer_len: int = 8, entity_embeddings: torch.Tensor | None = None):
+        """``lm``: a transformers ``*ForCausalLM``; ``slots`` 0 reads the last segment alone (memory off).
+        ``entity_embeddings``: the KG stage's (N, D) table, fused into the LM's input embeddings of linked
+        tokens through a gate (``EntityFusion``, as the encoder model does); None: no KG fusion."""
         super().__init__()
+        self.fusion = None if entity_embeddings is None else EntityFusion(entity_embeddings, lm.config.hidden_size)
         self.lm, self.slots, self.bptt = lm, slots, bptt
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self.max_answer_len = max_answer_len
@@ -77,9 +113,11 @@ class RecurrentMemoryLM(nn.Module):
         self.gate = nn.Linear(2 * hidden, hidden)
 
     @classmethod
-    def build(cls, cfg, vocab, saved: dict | None = None) -> "RecurrentMemoryLM":
+    def build(cls, cfg, vocab, saved: dict | None = None,
+              entity_embeddings: torch.Tensor | None = None) -> "RecurrentMemoryLM":
         """From ``model`` (a ``ModelConfig`` with ``head: causal_lm``) and the dataset's ``Vocab``; ``saved``:
-        a checkpoint's LM config (``saved_backbone``), so a checkpoint never needs the original directory."""
+        a checkpoint's LM config (``saved_backbone``), so a checkpoint never needs the original directory.
+        ``entity_embeddings``: the KG's, with ``model.kg_fusion`` (a checkpoint's come with its weights)."""
         from transformers import AutoConfig, AutoModelForCausalLM
 
         b = cfg.backbone
@@ -88,14 +126,19 @@ class RecurrentMemoryLM(nn.Module):
             lm = AutoModelForCausalLM.from_config(AutoConfig.for_model(conf.pop("model_type"), **conf))
         elif b.path:
             lm = AutoModelForCausalLM.from_pretrained(b.path, use_safetensors=True)  # never a pickle
+            if b.keep_layers is not None:
+                keep_first_layers(lm, b.keep_layers)
         else:
             # the longest sequence read: [memory ; segment ; memory], or [memory ; segment ; question ; BOS ; answer]
             longest = vocab.segment_len + max(2 * cfg.slots, cfg.slots + vocab.max_question_len + vocab.max_answer_len + 1)
             lm = tiny_llama(vocab.vocab_size, hidden_size=b.hidden_size, num_layers=b.num_layers,
                             num_heads=b.num_heads, intermediate_size=b.intermediate_size, max_positions=longest,
                             pad_id=vocab.pad_id, bos_id=vocab.bos_id, eos_id=vocab.eos_id, dropout=cfg.dropout)
+        finetune(lm, cfg.finetune, cfg.lora)
+        if cfg.kg_fusion and entity_embeddings is None:  # a checkpoint: its table is in the weights
+            entity_embeddings = torch.zeros(vocab.num_entities, vocab.entity_dim)
         model = cls(lm, slots=cfg.slots, pad_id=vocab.pad_id, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
-                    max_answer_len=vocab.max_answer_len)
+                    max_answer_len=vocab.max_answer_len, entity_embeddings=entity_embeddings if cfg.kg_fusion else None)
         model.cfg, model.vocab = cfg, vocab
         return model
 
@@ -106,13 +149,19 @@ class RecurrentMemoryLM(nn.Module):
     def embeddings(self) -> nn.Embedding:
         return self.lm.get_input_embeddings()
 
+    def embed(self, ids: torch.Tensor, ents: torch.Tensor | None) -> torch.Tensor:
+        """The LM's input embeddings of ``ids``, KG entity embeddings fused into the linked ones (``ents`` > 0)."""
+        x = self.embeddings(ids)
+        return self.fusion(x, ents) if self.fusion is not None and ents is not None else x
+
     def _states(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.lm.model(inputs_embeds=x, attention_mask=mask.long(), position_ids=positions(mask)).last_hidden_state
 
-    def write(self, memory: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """The memory after reading (B, L) right-padded segment ``ids``: [memory ; segment ; memory], gated."""
+    def write(self, memory: torch.Tensor, ids: torch.Tensor, ents: torch.Tensor | None = None) -> torch.Tensor:
+        """The memory after reading (B, L) right-padded segment ``ids`` (``ents``: their entity ids):
+        [memory ; segment ; memory], gated."""
         k = self.slots
-        x = torch.cat([memory, self.embeddings(ids), memory], dim=1)
+        x = torch.cat([memory, self.embed(ids, ents), memory], dim=1)
         real = torch.cat([ids.new_ones(len(ids), k, dtype=torch.bool), ids != self.pad_id,
                           ids.new_ones(len(ids), k, dtype=torch.bool)], dim=1)
         x, mask = left_align(x, real)
@@ -120,7 +169,7 @@ class RecurrentMemoryLM(nn.Module):
         g = torch.sigmoid(self.gate(torch.cat([h, memory], dim=-1)))
         return g * h + (1 - g) * memory
 
-    def read_context(self, segments: torch.Tensor) -> torch.Tensor:
+    def read_context(self, segments: torch.Tensor, seg_ents: torch.Tensor | None = None) -> torch.Tensor:
         """The (B, slots, H) memory after (B, S, L) segments, oldest first; empty segments write nothing."""
         B, S, _ = segments.shape
         memory = self.init_memory.unsqueeze(0).expand(B, -1, -1)
@@ -133,18 +182,19 @@ class RecurrentMemoryLM(nn.Module):
             rows = (ids != self.pad_id).any(dim=1)
             if not rows.any():
                 continue
-            written = self.write(memory[rows], ids[rows])
+            written = self.write(memory[rows], ids[rows], None if seg_ents is None else seg_ents[:, t][rows])
             memory = memory.clone()
             memory[rows] = written
         return memory
 
     def _prompt(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded embeddings and mask of [memory ; last segment ; question ; BOS]."""
-        memory = self.read_context(batch["segments"])
+        memory = self.read_context(batch["segments"], batch["segment_entities"])
         last, question = batch["segments"][:, -1], batch["question"]
         bos = question.new_full((len(question), 1), self.bos_id)
         ids = torch.cat([last, question, bos], dim=1)
-        x = torch.cat([memory, self.embeddings(ids)], dim=1)
+        ents = torch.cat([batch["segment_entities"][:, -1], batch["question_entities"], torch.zeros_like(bos)], dim=1)
+        x = torch.cat([memory, self.embed(ids, ents)], dim=1)
         real = torch.cat([ids.new_ones(len(ids), self.slots, dtype=torch.bool), ids != self.pad_id], dim=1)
         return left_align(x, real)
 

@@ -65,7 +65,7 @@ def build_model(cfg: Config, dataset_dir: Path, kg_dir: Path | None) -> MemoryQA
     if cfg.model.head == "causal_lm":
         if cfg.train.init_from:
             raise ValueError("train.init_from: not built for model.head: causal_lm yet")
-        return RecurrentMemoryLM.build(cfg.model, vocab)
+        return RecurrentMemoryLM.build(cfg.model, vocab, entity_embeddings=entity_embeddings)
     model = MemoryQA(cfg.model, vocab, entity_embeddings)
     if cfg.train.init_from:
         carried = init_from_checkpoint(model, Path(cfg.train.init_from), dataset_dir / TOKENIZER)

@@ -79,11 +79,12 @@ def babi_dir() -> Path:
     return shared_data("babi", "en")
 
 
-def make_dataset(d: Path, tokenizer: str | None = None, row_group_rows: int = 4096, stories: list | None = None) -> Path:
+def make_dataset(d: Path, tokenizer: str | None = None, row_group_rows: int = 4096, stories: list | None = None,
+                 special_tokens: dict | None = None) -> Path:
     """A tiny demo dataset in d/ds: 60 training examples of a few segments, no entities.
 
     ``tokenizer``: a pretrained tokenizer directory; None trains a WordPiece on the stories.
-    ``stories``: other stories instead of the demo's.
+    ``stories``: other stories instead of the demo's. ``special_tokens``: as ``dataset.special_tokens``.
     """
     from corpora import generate_demo, write_corpus
     from stmem.dataset import build_dataset
@@ -98,7 +99,7 @@ def make_dataset(d: Path, tokenizer: str | None = None, row_group_rows: int = 40
     (d / "ds").mkdir()
     build_dataset(corpus_path=d / "corpus.parquet", mentions_path=d / "mentions.parquet",
                   entity_index_path=d / "entity_index.parquet", out_dir=d / "ds", segment_len=12, max_segments=4,
-                  tokenizer=tokenizer, row_group_rows=row_group_rows)
+                  tokenizer=tokenizer, row_group_rows=row_group_rows, special_tokens=special_tokens)
     return d / "ds"
 
 

