@@ -10,6 +10,8 @@ import json
 import os
 import platform
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -59,3 +61,32 @@ def write_report(args: argparse.Namespace, name: str, report: dict) -> Path:
                               indent=2) + "\n")
     print(f"written to {out}")
     return out
+
+
+def alternate_training(models: dict[str, torch.nn.Module], batches: list[dict], device: torch.device,
+                       count: Callable[[dict], int], lr: float) -> dict[str, float]:
+    """Training tokens/s of each of two ``models`` (name -> module whose forward gives the loss) on the same
+    ``batches``: one AdamW step each a batch, in alternating order, so a busy machine slows both alike.
+    The first two batches warm up and are not timed; ``count`` gives a batch's tokens."""
+    opts = {name: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=lr)
+            for name, m in models.items()}
+    names = list(models)
+    seconds = dict.fromkeys(names, 0.0)
+    counted = 0
+    for i, batch in enumerate(batches):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        for name in (names if i % 2 else names[::-1]):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            loss = models[name](batch)
+            opts[name].zero_grad()
+            loss.backward()
+            opts[name].step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= 2:
+                seconds[name] += time.perf_counter() - t
+        if i >= 2:
+            counted += count(batch)
+    return {k: counted / v for k, v in seconds.items()}

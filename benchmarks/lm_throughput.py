@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -72,27 +71,7 @@ def main() -> int:
     batches = [collate(examples[i:i + bs], vocab.pad_id, vocab.segment_len)
                for i in range(0, min(len(examples), bs * args.steps), bs)]
     models = {"memory": memory_model, "plain": plain}
-    opts = {name: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
-            for name, m in models.items()}
-    seconds = {"memory": 0.0, "plain": 0.0}
-    counted = 0
-    for i, batch in enumerate(batches):
-        batch = {k: v.to(device) for k, v in batch.items()}
-        for name in ("memory", "plain") if i % 2 else ("plain", "memory"):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            loss = models[name](batch)
-            opts[name].zero_grad()
-            loss.backward()
-            opts[name].step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if i >= 2:  # warm-up steps are not timed
-                seconds[name] += time.perf_counter() - t
-        if i >= 2:
-            counted += tokens(batch, vocab.pad_id)
-    tps = {k: counted / v for k, v in seconds.items()}
+    tps = common.alternate_training(models, batches, device, lambda b: tokens(b, vocab.pad_id), lr=1e-5)
     report = {"device": str(device), "timed_steps": len(batches) - 2, "batch_size": bs,
               "finetune": cfg.model.finetune, "layers": memory_model.lm.config.num_hidden_layers,
               "tokens_per_second": {k: round(v, 1) for k, v in tps.items()},

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -76,27 +75,8 @@ def main() -> int:
     bs = cfg.train.batch_size
     batches = [collate(examples[i:i + bs], vocab.pad_id, vocab.segment_len)
                for i in range(0, min(len(examples), bs * args.steps), bs)]
-    opts = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in
-            (("memory", memory_model), ("plain", plain))}
-    seconds = {"memory": 0.0, "plain": 0.0}
-    counted = 0
-    for i, batch in enumerate(batches):
-        batch = {k: v.to(device) for k, v in batch.items()}
-        for name, m in (("memory", memory_model), ("plain", plain)) if i % 2 else (("plain", plain), ("memory", memory_model)):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            loss = m(batch)
-            opts[name].zero_grad()
-            loss.backward()
-            opts[name].step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if i >= 2:  # warm-up steps are not timed
-                seconds[name] += time.perf_counter() - t
-        if i >= 2:
-            counted += tokens(batch, vocab.pad_id)
-    tps = {k: counted / v for k, v in seconds.items()}
+    tps = common.alternate_training({"memory": memory_model, "plain": plain}, batches, device,
+                                    lambda b: tokens(b, vocab.pad_id), lr=1e-4)
     report = {"device": str(device), "timed_steps": len(batches) - 2, "tokens_per_second": {k: round(v, 1) for k, v in tps.items()},
               "ratio_memory_over_plain": round(tps["memory"] / tps["plain"], 3),
               "parameters": {"memory": sum(p.numel() for p in memory_model.parameters()),
