@@ -245,10 +245,6 @@ class ModelConfig(Section):
     # backbone's states over [memory ; last segment ; question] (dialog bAbI's
     # API call read nothing from the backbone's states over the slots)
     decoder_reads_slots: bool = False
-    # "mimetic": attention weights start with W_q W_k^T near the identity, W_v W_o near minus it, and the
-    # memory's value projection at the identity, so the question matches slots that hold its words from the
-    # first step (stmem/mimetic.py). "default": the backbone's own initialisation. A model built from sizes only.
-    init: Literal["default", "mimetic"] = "default"
     dropout: float = Field(0.1, ge=0, lt=1)  # backbone built from sizes, and the decoder
     kg_fusion: bool = True
     # "decoder": MemoryQA (stmem/model.py), a decoder answers from the backbone's states. "causal_lm": the
@@ -270,8 +266,6 @@ class ModelConfig(Section):
 
     @model_validator(mode="after")
     def _causal_head(self) -> "ModelConfig":
-        if self.init == "mimetic" and (self.head != "decoder" or self.backbone.path is not None):
-            raise ValueError("model.init: mimetic is for a backbone built from sizes with model.head: decoder")
         if self.head != "causal_lm":
             if self.finetune != "full":
                 raise ValueError(f"model.finetune: {self.finetune} is for model.head: causal_lm")

@@ -27,7 +27,6 @@ from torch import nn
 from stmem.backbone import Backbone
 from stmem.config import ModelConfig, RoutedMemoryConfig
 from stmem.memory import build_memory
-from stmem.mimetic import mimetic_init
 
 
 @dataclass(frozen=True)
@@ -102,8 +101,6 @@ class MemoryQA(nn.Module):
         layer = nn.TransformerDecoderLayer(hidden, heads, 2 * hidden, cfg.dropout, batch_first=True, norm_first=True)
         self.decoder = nn.TransformerDecoder(layer, cfg.decoder_layers)
         self.out_norm = nn.LayerNorm(hidden)
-        if cfg.init == "mimetic" and backbone is None:
-            mimetic_init(self.backbone, heads, self.decoder, getattr(self.memory, "v", None))
 
     @property
     def word_embeddings(self) -> nn.Embedding:
