@@ -213,18 +213,6 @@ class RoutedMemoryConfig(Section):
     # output embeddings, so a slot holds its words from the first steps,
     # before any answer needs them. 0: none.
     reconstruct: float = Field(0.0, ge=0)
-    # true (hard routing only): when the question reads the memory, each slot carries a learned embedding of
-    # how many segments ago it was last written, MemN2N's temporal encoding. Hard routing puts a line in any
-    # empty slot, so a slot's index says nothing of when it was written, and "where is Mary now" or "the
-    # price after the last update" needs the newest of several slots that match.
-    age: bool = False
-
-    @model_validator(mode="after")
-    def _age_needs_hard_routing(self) -> "RoutedMemoryConfig":
-        if self.age and not (self.hard and self.segment_sees_memory):
-            raise ValueError("model.memory.age: needs model.memory.hard: true and segment_sees_memory: true "
-                             "(a slot's age is when its one segment was written)")
-        return self
 
 
 class TokenMemoryConfig(Section):

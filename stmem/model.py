@@ -101,8 +101,6 @@ class MemoryQA(nn.Module):
         layer = nn.TransformerDecoderLayer(hidden, heads, 2 * hidden, cfg.dropout, batch_first=True, norm_first=True)
         self.decoder = nn.TransformerDecoder(layer, cfg.decoder_layers)
         self.out_norm = nn.LayerNorm(hidden)
-        # model.memory.age: an embedding per segments-since-written; the last row for older or never-written slots
-        self.age = nn.Embedding((vocab.max_segments or 64) + 1, hidden) if getattr(cfg.memory, "age", False) else None
 
     @property
     def word_embeddings(self) -> nn.Embedding:
@@ -137,17 +135,10 @@ class MemoryQA(nn.Module):
 
         ``recon``: a list to which each segment read appends its ``reconstruction_loss``.
         """
-        return self.read_context_aged(segments, seg_ents, recon)[0]
-
-    def read_context_aged(self, segments: torch.Tensor, seg_ents: torch.Tensor,
-                          recon: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``read_context``'s memory and each slot's age: (B, slots) segments read since it was last written
-        (``S``, more than any, for a slot never written). Tracked where each segment is read with the memory."""
         B, S, L = segments.shape
         memory = self.word_embeddings.weight.new_zeros(B, self.memory.slots, self.backbone.hidden_size)
-        age = torch.full((B, self.memory.slots), S, dtype=torch.long, device=segments.device)
         if self.memory.slots == 0:
-            return memory, age
+            return memory
         if not self.segments_see_memory:
             # Only segments holding tokens are read; stories are right-aligned,
             # so short ones start with empty segments. Tokens take the
@@ -155,13 +146,13 @@ class MemoryQA(nn.Module):
             pad = segments == self.vocab.pad_id
             real = (~pad).any(dim=2)
             if not real.any():
-                return memory, age
+                return memory
             states = memory.new_zeros(B, S, L, memory.shape[2])
             states[real] = self.backbone(self.embed(segments[real], seg_ents[real]), pad[real],
                                          first_position=memory.shape[1]).to(states.dtype)
             if recon is not None:
                 recon.append(self.reconstruction_loss(states[real], segments[real]))
-            return self.memory.write_each(memory, states, pad), age
+            return self.memory.write_each(memory, states, pad)
         k = memory.shape[1]
         for t in range(S):
             ids, ents = segments[:, t], seg_ents[:, t]
@@ -174,12 +165,8 @@ class MemoryQA(nn.Module):
             if recon is not None:
                 recon.append(self.reconstruction_loss(states[:, k:], ids))
             written = self.memory.write(prev, states, pad)
-            # a slot the segment wrote is 0 segments old, every other one a segment older (a slot not
-            # chosen keeps its content exactly: stmem/memory.py)
-            older = torch.where((written != prev).any(-1), 0, (age if full else age[rows]) + 1).clamp(max=S)
             memory = written if full else memory.index_copy(0, rows, written)
-            age = older if full else age.index_copy(0, rows, older)
-        return memory, age
+        return memory
 
     def encode_question(self, batch: dict[str, torch.Tensor],
                         recon: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,9 +177,7 @@ class MemoryQA(nn.Module):
         is also visible token by token beside the question.
         """
         seg, ents = batch["segments"], batch["segment_entities"]
-        memory, age = self.read_context_aged(seg, ents, recon)
-        if self.age is not None:
-            memory = memory + self.age(age.clamp(max=self.age.num_embeddings - 1))
+        memory = self.read_context(seg, ents, recon)
         # the question takes the positions it has after a segment_len-wide segment, however wide this
         # batch's segments are (collate pads them only to the batch's longest)
         last, last_ents = seg[:, -1], ents[:, -1]

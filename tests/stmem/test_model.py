@@ -211,39 +211,3 @@ def test_padding_after_the_last_token_changes_nothing(memory):
         assert torch.allclose(model.read_context(batch["segments"], batch["segment_entities"]),
                               model.read_context(wide["segments"], wide["segment_entities"]), atol=1e-5)
         assert torch.allclose(model(batch), model(wide), atol=1e-5)
-
-
-def test_a_slots_age_is_the_segments_read_since_it_was_written_and_the_question_reads_it():
-    """model.memory.age: hard routing writes each segment to one slot; its age counts the segments after it."""
-    aged = {**ROUTED, "route": "segment", "hard": True, "age": True}
-    model = tiny(aged)
-    three = [[4, 5, 6, 7, 8, 9], [9, 8, 7, 6, 5, 4], [6, 6, 7, 7, 8, 8]]
-    def story(segments):
-        return {**example([4] * 6), "segments": segments, "segment_entities": [[0] * 6] * len(segments)}
-    batch = collate([story(three), story([[5, 6, 7, 8, 9, 4]])], 0, 6)  # the second: one segment, padded in front
-    memory, age = model.read_context_aged(batch["segments"], batch["segment_entities"])
-    with torch.no_grad():  # by hand: the slot each segment changed is 0 old, the others one older
-        for row, n in ((0, 3), (1, 1)):
-            state, expected = torch.zeros(1, 4, 32), [3] * 4
-            for t in range(3 - n, 3):
-                states, pad = model.read_segment(state, batch["segments"][row:row + 1, t], torch.zeros(1, 6, dtype=torch.long))
-                new = model.memory.write(state, states, pad)
-                changed = new.ne(state).any(-1)[0].tolist()
-                assert sum(changed) <= 1  # hard routing: one slot, or nowhere
-                expected = [0 if c else min(a + 1, 3) for a, c in zip(expected, changed)]
-                state = new
-            assert age[row].tolist() == expected and 0 in expected
-            assert torch.allclose(memory[row], state[0], atol=1e-5)
-    # the question reads the ages: with the age embedding at zero, the model without it
-    plain = tiny({**aged, "age": False})
-    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("age.")})
-    assert (model(batch) - plain(batch)).abs() > 1e-6
-    with torch.no_grad():
-        model.age.weight.zero_()
-    assert torch.equal(model(batch), plain(batch))
-
-
-def test_slot_ages_need_hard_routing_read_with_the_memory():
-    for memory in ({**ROUTED, "age": True}, {**ROUTED, "hard": True, "segment_sees_memory": False, "age": True}):
-        with pytest.raises(ValueError, match="model.memory.age"):
-            ModelConfig(memory=memory)
