@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from stmem.train import PREDICTIONS
+
 WORDS = ("cuisine", "place", "size", "price")
 
 
 def api_call_words(run_dir: Path) -> dict[str, dict[str, float]]:
     """{test set: {word: share right, "whole call": share right, "n": API calls}} for one run directory."""
-    path = run_dir / "train" / "test_predictions.parquet"
+    path = run_dir / "train" / PREDICTIONS
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found (a finished train stage writes it)")
     preds = pd.read_parquet(path)
