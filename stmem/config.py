@@ -338,6 +338,19 @@ class TrainConfig(Section):
     # Row groups of the train split (4,096 examples each) shuffled together and held in memory at once: a
     # larger split is streamed a window at a time (stmem/examples.py); one of at most this many is shuffled whole.
     shuffle_window: int = Field(8, ge=1)
+    # "example": a batch is batch_size questions, each reading its own context. "story": a batch is whole
+    # stories, about batch_size questions in all, each story's lines read once and each question answered
+    # from the memory after the lines before it (stmem/batch.py, collate_stories); the same figures at a
+    # fraction of the cost where a story asks many questions (dialog bAbI T3: every bot turn re-read ~29
+    # lines). Every question's context must be the lines before it from the story's first.
+    batch_by: Literal["example", "story"] = "example"
+
+    @model_validator(mode="after")
+    def _story_batches_read_whole_stories(self) -> "TrainConfig":
+        if self.batch_by == "story" and self.segment_curriculum:
+            raise ValueError("train.segment_curriculum drops a story's oldest lines, and train.batch_by: story "
+                             "reads every story from its first; use one of them")
+        return self
 
 
 class RegisterConfig(Section):
@@ -369,6 +382,9 @@ class Config(Section):
     def _swap_needs_classes(self) -> "Config":
         if self.train.swap_words and not self.corpus.word_classes:
             raise ValueError("train.swap_words is true but corpus.word_classes is empty")
+        if self.train.batch_by == "story" and self.model.head == "causal_lm":
+            raise ValueError("train.batch_by: story is for model.head: decoder; the causal LM reads each "
+                             "question's context on its own (train.batch_by: example)")
         return self
 
     @property

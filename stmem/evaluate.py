@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from stmem.batch import collate
+from stmem.batch import collate, collate_stories, story_batches
 from stmem.dataset import decode_answer
 from stmem.model import MemoryQA
 
@@ -16,13 +16,24 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def batches(model: MemoryQA, examples: list[dict], batch_size: int, by_story: bool = False):
+    """``examples`` collated in order, ``batch_size`` at a time, or (``by_story``) in whole stories of about
+    ``batch_size`` questions a batch, each story's lines read once (``train.batch_by: story``)."""
+    pad_id, segment_len = model.vocab.pad_id, model.vocab.segment_len
+    if not by_story:
+        for i in range(0, len(examples), batch_size):
+            yield collate(examples[i:i + batch_size], pad_id, segment_len)
+        return
+    for rows in story_batches([e["story_id"] for e in examples], batch_size):
+        yield collate_stories([examples[i] for i in rows], pad_id, segment_len)
+
+
 def predict_answers(model: MemoryQA, examples: list[dict], tokenizer: Tokenizer, *, batch_size: int,
-                    device: torch.device) -> list[str]:
+                    device: torch.device, by_story: bool = False) -> list[str]:
     was_training = model.training
     model.eval()
     answers: list[str] = []
-    for i in range(0, len(examples), batch_size):
-        batch = collate(examples[i:i + batch_size], model.vocab.pad_id, model.vocab.segment_len)
+    for batch in batches(model, examples, batch_size, by_story):
         for ids in model.generate(to_device(batch, device)):
             answers.append(decode_answer(tokenizer, ids))
     model.train(was_training)
@@ -30,26 +41,27 @@ def predict_answers(model: MemoryQA, examples: list[dict], tokenizer: Tokenizer,
 
 
 @torch.no_grad()
-def mean_loss(model: MemoryQA, examples: list[dict], *, batch_size: int, device: torch.device) -> float:
+def mean_loss(model: MemoryQA, examples: list[dict], *, batch_size: int, device: torch.device,
+              by_story: bool = False) -> float:
     """Teacher-forced answer cross-entropy, averaged over batches."""
     was_training = model.training
     model.eval()
     losses = []
-    for i in range(0, len(examples), batch_size):
-        batch = collate(examples[i:i + batch_size], model.vocab.pad_id, model.vocab.segment_len)
+    for batch in batches(model, examples, batch_size, by_story):
         losses.append(model(to_device(batch, device)).item())
     model.train(was_training)
     return sum(losses) / max(1, len(losses))
 
 
 def exact_match(model: MemoryQA, examples: list[dict], tokenizer: Tokenizer, *, batch_size: int,
-                device: torch.device) -> dict:
+                device: torch.device, by_story: bool = False) -> dict:
     """``{"accuracy", "per_task": {task: acc}, "mean_error", "failed_tasks", "n", "per_question_type",
     "per_task_story_accuracy": {task: acc}}``.
 
     A task fails when its error is above 5%, the threshold Weston et al. use.
     """
-    return score(examples, predict_answers(model, examples, tokenizer, batch_size=batch_size, device=device))
+    return score(examples, predict_answers(model, examples, tokenizer, batch_size=batch_size, device=device,
+                                           by_story=by_story))
 
 
 def majority_baseline(train_split: Path, examples: list[dict]) -> float:

@@ -120,14 +120,18 @@ class RoutedMemory(Memory):
         real = (~pad).unsqueeze(-1).to(states.dtype)
         return self.norm((self.v(states) * real).sum(-2) / real.sum(-2).clamp(min=1))
 
-    def write_each(self, memory: torch.Tensor, states: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        """Write (B, S, L, H) states of S segments read without the memory, in story order."""
+    def write_each(self, memory: torch.Tensor, states: torch.Tensor, pad: torch.Tensor,
+                   every: bool = False) -> torch.Tensor:
+        """Write (B, S, L, H) states of S segments read without the memory, in story order; ``every``: the
+        memory after each of 0..S of them, (B, S + 1, K, H)."""
         # Everything that does not depend on the memory is computed for all
         # segments at once; unbind, not indexing per step: an indexed view's
         # backward writes a zero-filled gradient as large as the whole.
+        after = [memory]
         for parts in zip(*(t.unbind(1) for t in self.prepare(states, pad))):
             memory = self.step(memory, *parts)
-        return memory
+            after.append(memory)
+        return torch.stack(after, dim=1) if every else memory
 
     def prepare(self, tokens: torch.Tensor, pad: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """What the write needs of (..., L, H) token states that does not depend on the memory."""

@@ -130,15 +130,17 @@ class MemoryQA(nn.Module):
         return nll.masked_fill(pad, 0).sum() / (~pad).sum().clamp(min=1)
 
     def read_context(self, segments: torch.Tensor, seg_ents: torch.Tensor,
-                     recon: list | None = None) -> torch.Tensor:
+                     recon: list | None = None, every: bool = False) -> torch.Tensor:
         """The (B, slots, H) memory after (B, S, L) segments; empty (all-pad) segments leave it unchanged.
 
-        ``recon``: a list to which each segment read appends its ``reconstruction_loss``.
+        ``recon``: a list to which each segment read appends its ``reconstruction_loss``. ``every``: the
+        memory after each of 0..S segments instead, (B, S + 1, slots, H).
         """
         B, S, L = segments.shape
         memory = self.word_embeddings.weight.new_zeros(B, self.memory.slots, self.backbone.hidden_size)
         if self.memory.slots == 0:
-            return memory
+            return memory[:, None].expand(-1, S + 1, -1, -1) if every else memory
+        after = [memory]  # ``every``: the memory after 0, 1, ... segments
         if not self.segments_see_memory:
             # Only segments holding tokens are read; stories are right-aligned,
             # so short ones start with empty segments. Tokens take the
@@ -146,15 +148,17 @@ class MemoryQA(nn.Module):
             pad = segments == self.vocab.pad_id
             real = (~pad).any(dim=2)
             if not real.any():
-                return memory
+                return memory[:, None].expand(-1, S + 1, -1, -1) if every else memory
             states = memory.new_zeros(B, S, L, memory.shape[2])
             states[real] = self.backbone(self.embed(segments[real], seg_ents[real]), pad[real],
                                          first_position=memory.shape[1]).to(states.dtype)
             if recon is not None:
                 recon.append(self.reconstruction_loss(states[real], segments[real]))
-            return self.memory.write_each(memory, states, pad)
+            return self.memory.write_each(memory, states, pad, every=every)
         k = memory.shape[1]
         for t in range(S):
+            if every:  # the memory after t segments: the one now (an empty segment leaves it as it was)
+                after += [memory] * (t + 1 - len(after))
             ids, ents = segments[:, t], seg_ents[:, t]
             rows = (ids != self.vocab.pad_id).any(dim=1).nonzero().squeeze(1)
             if not len(rows):
@@ -166,6 +170,9 @@ class MemoryQA(nn.Module):
                 recon.append(self.reconstruction_loss(states[:, k:], ids))
             written = self.memory.write(prev, states, pad)
             memory = written if full else memory.index_copy(0, rows, written)
+        if every:
+            after += [memory] * (S + 1 - len(after))
+            return torch.stack(after, dim=1)
         return memory
 
     def encode_question(self, batch: dict[str, torch.Tensor],
@@ -177,10 +184,17 @@ class MemoryQA(nn.Module):
         is also visible token by token beside the question.
         """
         seg, ents = batch["segments"], batch["segment_entities"]
-        memory = self.read_context(seg, ents, recon)
+        if "question_story" in batch:  # collate_stories: each story read once, each question at its line
+            story, upto = batch["question_story"], batch["question_segments"]
+            memory = self.read_context(seg, ents, recon, every=True)[story, upto]
+            before = (upto - 1).clamp(min=0)  # the line before the question; none before the first line
+            last = seg[story, before].masked_fill((upto == 0)[:, None], self.vocab.pad_id)
+            last_ents = ents[story, before].masked_fill((upto == 0)[:, None], 0)
+        else:
+            memory = self.read_context(seg, ents, recon)
+            last, last_ents = seg[:, -1], ents[:, -1]
         # the question takes the positions it has after a segment_len-wide segment, however wide this
         # batch's segments are (collate pads them only to the batch's longest)
-        last, last_ents = seg[:, -1], ents[:, -1]
         if last.shape[1] < self.vocab.segment_len:
             last = F.pad(last, (0, self.vocab.segment_len - last.shape[1]), value=self.vocab.pad_id)
             last_ents = F.pad(last_ents, (0, self.vocab.segment_len - last_ents.shape[1]))

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from stmem import distributed, resume
-from stmem.batch import collate
+from stmem.batch import collate, collate_stories
 from stmem.checkpoint import ENTITY_INDEX, TOKENIZER, save_checkpoint
 from stmem.config import TRAIN_SECTIONS, Config, ConfigError, TrainConfig, load_config
 from stmem.dataset import ENTITY_ALIASES, load_tokenizer
@@ -52,6 +52,18 @@ PREDICTIONS = "test_predictions.parquet"  # example_id, task, answer, prediction
 
 def load_examples(path: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
+
+
+def story_rows(path: Path) -> list[list[int]]:
+    """The rows of each story of a split, in file order (the dataset stage writes a story's examples together)."""
+    rows: list[list[int]] = []
+    last = None
+    for i, sid in enumerate(pq.read_table(path, columns=["story_id"]).column("story_id").to_pylist()):
+        if sid != last:
+            rows.append([])
+            last = sid
+        rows[-1].append(i)
+    return rows
 
 
 def build_model(cfg: Config, dataset_dir: Path, kg_dir: Path | None) -> MemoryQA | RecurrentMemoryLM:
@@ -120,11 +132,16 @@ def fit(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: Path | None = 
     transforms = build_transforms(cfg, tokenizer, train)
     model = build_model(cfg, dataset_dir, kg_dir).to(device)
     pad_id, bs, accum = model.vocab.pad_id, tc.batch_size, tc.grad_accum_steps
+    by_story = tc.batch_by == "story"
+    # What an epoch's order shuffles: examples, or (train.batch_by: story) stories, as many a micro-batch as
+    # hold about batch_size questions on average
+    stories = story_rows(split_file(dataset_dir, "train")) if by_story else None
+    units, per_batch = (len(stories), max(1, round(bs * len(stories) / len(train)))) if by_story else (len(train), bs)
     opt = build_optimizer(model, tc)
-    steps_per_epoch = math.ceil(math.ceil(math.ceil(len(train) / ranks.world) / bs) / accum)  # optimizer steps
+    steps_per_epoch = math.ceil(math.ceil(math.ceil(units / ranks.world) / per_batch) / accum)  # optimizer steps
     total = steps_per_epoch * tc.epochs
     sched = get_cosine_schedule_with_warmup(opt, int(tc.warmup_ratio * total), total)
-    state = LoopState(order=list(range(len(train))))
+    state = LoopState(order=list(range(units)))
     if resume_from is not None:
         ckpt = resume.latest(Path(resume_from))
         state = resume.load(ckpt, model, opt, sched, shuffler, ranks, cfg.model, tc)
@@ -134,14 +151,18 @@ def fit(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: Path | None = 
     train_model = ranks.wrap(torch.compile(model) if tc.compile else model)
     # bf16 for the training steps only: evaluation runs in fp32, as inference does.
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if tc.precision == "bf16" else contextlib.nullcontext()
-    evaluate = lambda split: exact_match(model, splits[split], tokenizer, batch_size=4 * bs, device=device)
+    evaluate = lambda split: exact_match(model, splits[split], tokenizer, batch_size=4 * bs, device=device,
+                                         by_story=by_story)
 
     started = time.time()
     for epoch in range(state.epoch, tc.epochs + 1):
         state.epoch = epoch
         model.train()
         if state.step == 0:  # a fresh epoch; a resumed one keeps its order and losses
-            state.order = epoch_order(train, shuffler, tc.shuffle_window, state.order)
+            if by_story:  # shuffled whole: the split is read a story at a time, its row groups in any order
+                shuffler.shuffle(state.order)
+            else:
+                state.order = epoch_order(train, shuffler, tc.shuffle_window, state.order)
             state.losses = []
         mine = ranks.shard(state.order)
         # disable=None: tqdm draws on a terminal only; in a log file a bar is thousands of carriage-return
@@ -151,11 +172,17 @@ def fit(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: Path | None = 
         epoch_started = time.time()
         for step in bar:
             batches = []
-            for i in range(step * accum * bs, min((step + 1) * accum * bs, len(mine)), bs):
-                examples = [train[j] for j in mine[i:i + bs]]
-                batch = collate(examples, pad_id, model.vocab.segment_len)
+            for i in range(step * accum * per_batch, min((step + 1) * accum * per_batch, len(mine)), per_batch):
+                if by_story:
+                    examples = [train[j] for u in mine[i:i + per_batch] for j in stories[u]]
+                    batch = collate_stories(examples, pad_id, model.vocab.segment_len)
+                    tasks = [train[stories[u][0]]["task"] for u in mine[i:i + per_batch]]  # per story
+                else:
+                    examples = [train[j] for j in mine[i:i + bs]]
+                    batch = collate(examples, pad_id, model.vocab.segment_len)
+                    tasks = [e["task"] for e in examples]
                 for transform in transforms:
-                    batch = transform(batch, tasks=[e["task"] for e in examples], epoch=epoch)
+                    batch = transform(batch, tasks=tasks, epoch=epoch)
                 batches.append(to_device(batch, device))
             # Each micro-batch weighs by its answer tokens, so the accumulated
             # gradient is that of the mean loss over the whole step's tokens.
@@ -206,7 +233,8 @@ def fit(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: Path | None = 
         ranks.close()
         return {}
     model.load_state_dict(state.best_state)
-    predictions = predict_answers(model, splits["test"], tokenizer, batch_size=4 * bs, device=device)
+    predictions = predict_answers(model, splits["test"], tokenizer, batch_size=4 * bs, device=device,
+                                  by_story=by_story)
     summary = write_outputs(cfg, model, out_dir, splits["test"], predictions, state, ranks,
                             train_split=split_file(dataset_dir, "train"))
     ranks.barrier()
@@ -258,7 +286,8 @@ def end_of_epoch(state: LoopState, model: MemoryQA, val: list[dict], evaluate, e
     still falls, before they learn to use the memory.
     """
     accuracy = evaluate("val")["accuracy"] if val else 0.0
-    val_loss = mean_loss(model, val, batch_size=4 * tc.batch_size, device=device) if val else float("nan")
+    val_loss = mean_loss(model, val, batch_size=4 * tc.batch_size, device=device,
+                         by_story=tc.batch_by == "story") if val else float("nan")
     state.history.append({"epoch": state.epoch, "loss": epoch_loss, "val_loss": val_loss, "val_accuracy": accuracy})
     print(f"epoch {state.epoch}: loss {epoch_loss:.4f}  val loss {val_loss:.4f}  val exact-match {accuracy:.3f}  "
           f"{time.time() - started:.1f} s", flush=True)

@@ -58,7 +58,7 @@ class EntityWordDropout:
 
 
 class WordSwap:
-    """Permute the words of each class at random, per training example.
+    """Permute the words of each class at random, per training example (per story, in story batches).
 
     Each example gets its own permutation of each class, applied to its story,
     question and answer alike, so the example stays true: only the names
@@ -127,10 +127,13 @@ class WordSwap:
                 linked = old_ent > 0
                 entities[b, old_ent[linked]] = new_ent[linked]
         out = dict(batch)
+        story = batch.get("question_story")  # story batches (``tasks`` per story): a question takes its story's
         for key, table in (("segments", words), ("question", words), ("answer_ids", words),
                            ("segment_entities", entities), ("question_entities", entities)):
+            if story is not None and not key.startswith("segment"):
+                table = table[story]
             ids = batch[key]
-            out[key] = table.gather(1, ids.reshape(B, -1)).reshape(ids.shape)
+            out[key] = table.gather(1, ids.reshape(len(table), -1)).reshape(ids.shape)
         return out
 
 

@@ -80,7 +80,7 @@ def babi_dir() -> Path:
 
 
 def make_dataset(d: Path, tokenizer: str | None = None, row_group_rows: int = 4096, stories: list | None = None,
-                 special_tokens: dict | None = None) -> Path:
+                 special_tokens: dict | None = None, pack_sentences: bool = True) -> Path:
     """A tiny demo dataset in d/ds: 60 training examples of a few segments, no entities.
 
     ``tokenizer``: a pretrained tokenizer directory; None trains a WordPiece on the stories.
@@ -99,7 +99,8 @@ def make_dataset(d: Path, tokenizer: str | None = None, row_group_rows: int = 40
     (d / "ds").mkdir()
     build_dataset(corpus_path=d / "corpus.parquet", mentions_path=d / "mentions.parquet",
                   entity_index_path=d / "entity_index.parquet", out_dir=d / "ds", segment_len=12, max_segments=4,
-                  tokenizer=tokenizer, row_group_rows=row_group_rows, special_tokens=special_tokens)
+                  tokenizer=tokenizer, row_group_rows=row_group_rows, special_tokens=special_tokens,
+                  pack_sentences=pack_sentences)
     return d / "ds"
 
 

@@ -42,6 +42,8 @@ def test_every_shipped_config_is_valid(path):
     ("run.name=/tmp/x", ["run.name"]),
     ("train.restarts=[{epochs: 2}]", ["train.restarts.0.lr", "required"]),
     ("run.stage_timeout={trian: 5}", ["run.stage_timeout.trian"]),
+    ("train={batch_by: story, segment_curriculum: [2]}", ["train.segment_curriculum", "train.batch_by: story"]),
+    ("train.batch_by=stories", ["train.batch_by", "story"]),
 ])
 def test_bad_values_name_the_key(override, words):
     with pytest.raises(ConfigError) as err:

@@ -4,7 +4,7 @@ import random
 import pytest
 import torch
 
-from stmem.batch import collate
+from stmem.batch import collate, collate_stories, story_batches
 from stmem.config import ModelConfig
 from stmem.model import MemoryQA, Vocab
 
@@ -211,3 +211,43 @@ def test_padding_after_the_last_token_changes_nothing(memory):
         assert torch.allclose(model.read_context(batch["segments"], batch["segment_entities"]),
                               model.read_context(wide["segments"], wide["segment_entities"]), atol=1e-5)
         assert torch.allclose(model(batch), model(wide), atol=1e-5)
+
+
+def _story(sid: str, lines: list[list[int]], asked_after: list[int]) -> list[dict]:
+    """Examples of one story: a question after each of ``asked_after`` lines (0: before any), its context
+    the lines before it."""
+    return [{**example([4] * 6), "story_id": sid, "example_id": f"{sid}/{q}", "segments": lines[:n],
+             "segment_entities": [[0] * len(line) for line in lines[:n]], "question": [20 + q, 21],
+             "question_entities": [0, 0], "answer_ids": [30 + q, 3]} for q, n in enumerate(asked_after)]
+
+
+@pytest.mark.parametrize("memory", [ROUTED, BATCHED, TOKENS, {"type": "none"}],
+                         ids=["routed", "routed-batched", "tokens", "none"])
+def test_story_batches_answer_as_each_question_read_alone(memory):
+    """train.batch_by: story reads a story's lines once; every question still gets the memory after the
+    lines before it, its last line beside it, and so the same loss and answers."""
+    model = tiny(memory)
+    lines = [[4, 5, 6, 7, 8, 9], [9, 8, 7], [7, 7, 6, 6, 5, 5], [11, 12, 13, 14]]
+    examples = _story("a", lines, [0, 1, 3, 4]) + _story("b", [[5, 6], [16, 17, 18]], [2, 1])
+    stories = collate_stories(examples, 0, 6)
+    assert stories["segments"].shape[:2] == (2, 4) and stories["question_segments"].tolist() == [0, 1, 3, 4, 2, 1]
+    alone = collate(examples, 0, 6)
+    assert torch.allclose(model(stories), model(alone), atol=1e-6)
+    assert model.generate(stories) == model.generate(alone)
+    enc_s, pad_s = model.encode_question(stories)
+    enc_a, pad_a = model.encode_question(alone)
+    assert torch.equal(pad_s, pad_a) and torch.allclose(enc_s, enc_a, atol=1e-5)
+
+
+def test_story_batches_refuse_a_context_that_is_not_the_lines_before_the_question():
+    lines = [[4, 5, 6, 7, 8, 9], [9, 8, 7], [7, 7, 6]]
+    cut = _story("a", lines, [1, 3])
+    cut[1] = {**cut[1], "segments": lines[1:], "segment_entities": [[0] * len(x) for x in lines[1:]]}  # newest 2
+    with pytest.raises(ValueError, match="'a/1'.*dataset.max_segments.*train.batch_by: example"):
+        collate_stories(cut, 0, 6)
+
+
+def test_story_batches_hold_whole_stories_of_about_the_batch_size():
+    ids = ["a"] * 3 + ["b"] * 5 + ["c"] + ["d"] * 2
+    assert story_batches(ids, 4) == [[0, 1, 2, 3, 4, 5, 6, 7], [8, 9, 10]]
+    assert story_batches(ids, 1) == [[0, 1, 2], [3, 4, 5, 6, 7], [8], [9, 10]]

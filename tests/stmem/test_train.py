@@ -10,6 +10,7 @@ import sys
 import termios
 
 import pytest
+import pyarrow.parquet as pq
 import torch
 
 import stmem.train
@@ -242,3 +243,32 @@ def test_on_a_terminal_the_progress_bar_is_drawn(ds, tmp_path, monkeypatch):
         drawn = os.read(leader, 1 << 16).decode()  # while the terminal is open (then its buffer goes)
     os.close(leader)
     assert "epoch 1/1" in drawn and "\r" in drawn
+
+
+def test_story_batches_train_on_whole_stories_and_answer_as_example_batches(tmp_path, monkeypatch):
+    """train.batch_by: story: each training batch is whole stories, read once; the test answers it writes
+    are those the same model gives each question read alone."""
+    from corpora import generate_demo
+
+    stories = generate_demo(train_stories=12, val_stories=2, test_stories=3, sentences_per_story=4,
+                            questions_per_story=2, seed=3)  # one line a segment, never cut: contexts are prefixes
+    ds = make_dataset(tmp_path, stories=stories, pack_sentences=False)
+    seen = record_forward(monkeypatch)
+    steps = []
+    out = tmp_path / "out"
+    train(ds, out, batch_by="story", batch_size=4, epochs=2, on_step=steps.append)
+    assert steps == list(range(1, 2 * 6 + 1))  # 12 stories of 2 questions, 2 stories a batch of about 4
+    for training, batch in seen:
+        assert "question_story" in batch
+        if training:
+            assert batch["segments"].shape[0] == 2 and batch["question_story"].tolist() == [0, 0, 1, 1]
+    model, _ = load_checkpoint(out)
+    test = load_examples(split_file(ds, "test"))
+    alone = predict_answers(model, test, load_tokenizer(out / "tokenizer.json"), batch_size=4, device="cpu")
+    written = pq.read_table(out / stmem.train.PREDICTIONS).column("prediction").to_pylist()
+    assert written == alone
+
+
+def test_story_batches_refuse_a_dataset_that_cuts_contexts(ds, tmp_path):
+    with pytest.raises(ValueError, match="dataset.max_segments"):  # ds keeps the newest 4 of 10 sentences
+        train(ds, tmp_path, batch_by="story")

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from corpora.config import CorpusConfig
-from stmem.batch import collate
+from stmem.batch import collate, collate_stories
 from stmem.config import ConfigError, load_config
 from stmem.transforms import EntityWordDropout, SegmentCurriculum, WordSwap
 from stmem.dataset import train_tokenizer
@@ -131,3 +131,27 @@ def test_segment_curriculum_keeps_the_newest_segments_in_its_epochs_only():
     assert curriculum(b, tasks=["x"], epoch=1)["segments"].tolist() == [[[7]]]
     assert curriculum(b, tasks=["x"], epoch=2)["segment_entities"].tolist() == [[[0], [1]]]
     assert curriculum(b, tasks=["x"], epoch=3) is b
+
+
+def test_word_swap_in_story_batches_gives_every_question_its_storys_permutation():
+    """train.batch_by: story: a story's lines are read once for all its questions, so all of them must
+    see the one permutation its lines got."""
+    tok, examples, encode = _swap_world()
+    a = examples[0]
+    story = [{**a, "story_id": "s", "example_id": "s/0", "segments": a["segments"][:1],
+              "segment_entities": a["segment_entities"][:1]},
+             {**a, "story_id": "s", "example_id": "s/1"},
+             {**examples[2], "story_id": "s", "example_id": "s/2"}]
+    swap = WordSwap([["mary", "john"], ["kitchen", "garden"]], tok, examples, tasks=["a", "c"])
+    batch = collate_stories(story, 0, 8)
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(20):
+        out = swap(batch, tasks=["a"], epoch=1)
+        lines = [[tok.id_to_token(i) for i in s.tolist() if i] for s in out["segments"][0]]
+        (p1, g1), (p2, g2) = (lines[0][0], lines[0][-2]), (lines[1][0], lines[1][-2])
+        seen.add(p1)
+        for q, (person, place) in enumerate([(p1, g1), (p1, g1), (p2, g2)]):  # questions 0 and 1 ask about
+            assert out["question"][q].tolist() == encode(f"where is {person} ?")[0]  # line 0, 2 about line 1
+            assert out["answer_ids"][q].tolist() == [tok.token_to_id(place), 3]
+    assert seen == {"mary", "john"}
