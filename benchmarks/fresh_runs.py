@@ -34,8 +34,9 @@ def fresh_run(config: str, overrides: list[str], root: Path, name: str) -> dict:
     run_dir = root / name
     shutil.rmtree(run_dir, ignore_errors=True)  # a whole fresh run: nothing reused
     started = time.time()
-    cmd = [sys.executable, "-m", "flows.cli", "run", "--config", config, "--set", f"run.root={root}",
-           "--set", f"run.name={name}", *(a for o in overrides for a in ("--set", o))]
+    # the run's own root and name last: a --set run.name=X of the sweep is already in ``name`` (X-s0)
+    cmd = [sys.executable, "-m", "flows.cli", "run", "--config", config, *(a for o in overrides for a in ("--set", o)),
+           "--set", f"run.root={root}", "--set", f"run.name={name}"]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:  # the sweep goes on; the failure is printed and kept in the JSON
         lines = res.stderr.strip().splitlines() or ["(no stderr)"]
