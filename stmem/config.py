@@ -340,9 +340,10 @@ class TrainConfig(Section):
     shuffle_window: int = Field(8, ge=1)
     # "example": a batch is batch_size questions, each reading its own context. "story": a batch is whole
     # stories, about batch_size questions in all, each story's lines read once and each question answered
-    # from the memory after the lines before it (stmem/batch.py, collate_stories); the same figures at a
-    # fraction of the cost where a story asks many questions (dialog bAbI T3: every bot turn re-read ~29
-    # lines). Every question's context must be the lines before it from the story's first.
+    # from the memory after the lines before it (stmem/batch.py, collate_stories): a given model's loss and
+    # answers are those of each question read alone, at a fraction of the cost where a story asks many
+    # questions (dialog bAbI T3: every bot turn re-read ~29 lines, 3.7x). Every question's context must be
+    # the lines before it from the story's first.
     batch_by: Literal["example", "story"] = "example"
 
     @model_validator(mode="after")

@@ -142,8 +142,8 @@ class MemoryQA(nn.Module):
             return memory[:, None].expand(-1, S + 1, -1, -1) if every else memory
         after = [memory]  # ``every``: the memory after 0, 1, ... segments
         if not self.segments_see_memory:
-            # Only segments holding tokens are read; stories are right-aligned,
-            # so short ones start with empty segments. Tokens take the
+            # Only segments holding tokens are read; stories are right-aligned (left-aligned in story
+            # batches), so short ones start (end) with empty segments. Tokens take the
             # positions they have with the memory in front of them.
             pad = segments == self.vocab.pad_id
             real = (~pad).any(dim=2)

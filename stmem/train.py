@@ -32,7 +32,7 @@ from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from stmem import distributed, resume
-from stmem.batch import collate, collate_stories
+from stmem.batch import collate, collate_stories, story_batches
 from stmem.checkpoint import ENTITY_INDEX, TOKENIZER, save_checkpoint
 from stmem.config import TRAIN_SECTIONS, Config, ConfigError, TrainConfig, load_config
 from stmem.dataset import ENTITY_ALIASES, load_tokenizer
@@ -52,18 +52,6 @@ PREDICTIONS = "test_predictions.parquet"  # example_id, task, answer, prediction
 
 def load_examples(path: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
-
-
-def story_rows(path: Path) -> list[list[int]]:
-    """The rows of each story of a split, in file order (the dataset stage writes a story's examples together)."""
-    rows: list[list[int]] = []
-    last = None
-    for i, sid in enumerate(pq.read_table(path, columns=["story_id"]).column("story_id").to_pylist()):
-        if sid != last:
-            rows.append([])
-            last = sid
-        rows[-1].append(i)
-    return rows
 
 
 def build_model(cfg: Config, dataset_dir: Path, kg_dir: Path | None) -> MemoryQA | RecurrentMemoryLM:
@@ -135,7 +123,8 @@ def fit(cfg: Config, *, dataset_dir: Path, out_dir: Path, kg_dir: Path | None = 
     by_story = tc.batch_by == "story"
     # What an epoch's order shuffles: examples, or (train.batch_by: story) stories, as many a micro-batch as
     # hold about batch_size questions on average
-    stories = story_rows(split_file(dataset_dir, "train")) if by_story else None
+    stories = story_batches(pq.read_table(split_file(dataset_dir, "train"), columns=["story_id"])
+                            .column("story_id").to_pylist(), 1) if by_story else None  # each story's rows
     units, per_batch = (len(stories), max(1, round(bs * len(stories) / len(train)))) if by_story else (len(train), bs)
     opt = build_optimizer(model, tc)
     steps_per_epoch = math.ceil(math.ceil(math.ceil(units / ranks.world) / per_batch) / accum)  # optimizer steps
